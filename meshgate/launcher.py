@@ -1,0 +1,185 @@
+"""``meshgate up``: the whole gateway on one machine, in the right order, stopped cleanly.
+
+Children: the demo upstreams the config asks for, the control plane (``python -m xds_server``)
+and Envoy. Each runs in its own session (so the terminal's Ctrl-C reaches only us and we stop
+them in order) with a parent-death signal (so none outlives us, even after ``kill -9``).
+Stop order: Envoy first (no new requests), then the control plane, then the upstreams.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from types import FrameType
+
+from .bootstrap import BootstrapParams
+from .config import GatewayConfig
+from .envoy_process import EnvoyNotFoundError, EnvoyProcess, find_envoy, spawn, stop_process
+from .loader import ConfigError, load_config
+
+
+@dataclass
+class UpOptions:
+    config: str | None = None
+    envoy_path: str | None = None
+    xds_port: int = 18000
+    control_admin_port: int = 18001
+    envoy_admin_port: int = 9901
+    validator: str = "canary"
+    api_type: str = "GRPC"
+
+
+def default_config_path() -> str:
+    return str(resources.files("meshgate.defaults").joinpath("quickstart.yaml"))
+
+
+def _http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except (OSError, urllib.error.HTTPError):
+        return False
+
+
+class Stack:
+    def __init__(self, opts: UpOptions, config_path: str, config: GatewayConfig) -> None:
+        self.opts = opts
+        self.config_path = config_path
+        self.config = config
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.envoy: EnvoyProcess | None = None
+        self.stopping = False
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        self.children.append((name, spawn(argv)))
+
+    def start(self) -> None:
+        py = sys.executable
+        for demo in self.config.demo_upstreams:
+            self._spawn(
+                f"demo upstream {demo.name}",
+                [py, "-m", "meshgate.demo_upstream", "--name", demo.name,
+                 "--host", demo.address, "--port", str(demo.port)],
+            )
+        o = self.opts
+        argv = [py, "-m", "xds_server", "--config", self.config_path,
+                "--xds-address", f"127.0.0.1:{o.xds_port}",
+                "--admin-address", f"127.0.0.1:{o.control_admin_port}",
+                "--validator", o.validator]
+        if o.envoy_path:
+            argv += ["--envoy", o.envoy_path]
+        self._spawn("control plane", argv)
+        self._wait(f"http://127.0.0.1:{o.control_admin_port}/readyz", "control plane", 60)
+        self.envoy = EnvoyProcess(
+            BootstrapParams(node_id="meshgate-local", xds_port=o.xds_port,
+                            admin_port=o.envoy_admin_port,
+                            api_type="DELTA_GRPC" if o.api_type == "DELTA_GRPC" else "GRPC"),
+            envoy_path=o.envoy_path,
+            log_level="warning",
+        )
+        self.envoy.start()
+        self._wait(f"{self.envoy.admin_url}/ready", "Envoy", 30)
+
+    def _wait(self, url: str, what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.stopping:
+                raise KeyboardInterrupt
+            dead = self.dead_child()
+            if dead:
+                raise RuntimeError(f"{dead} exited while starting")
+            if _http_ok(url):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{what} was not ready within {timeout:g}s ({url})")
+
+    def dead_child(self) -> str | None:
+        for name, proc in self.children:
+            if proc.poll() is not None:
+                return f"{name} (exit code {proc.returncode})"
+        if self.envoy is not None and self.envoy.proc is not None and not self.envoy.running():
+            return f"Envoy (exit code {self.envoy.proc.returncode})"
+        return None
+
+    def stop(self) -> None:
+        if self.envoy is not None:
+            self.envoy.stop(grace=5)
+        for _, proc in reversed(self.children):
+            stop_process(proc, grace=5)
+
+    def banner(self) -> str:
+        o = self.opts
+        lines = ["", "meshgate is up", f"  config          {self.config_path} (watched: edits go live)"]
+        for listener in self.config.listeners:
+            host = "127.0.0.1" if listener.address in ("0.0.0.0", "::") else listener.address
+            lines.append(f"  listener {listener.name:<7}http://{host}:{listener.port}/")
+            for vh in listener.virtual_hosts:
+                for i, r in enumerate(vh.routes):
+                    m = r.match
+                    what = m.prefix or m.path or f"~{m.regex}"
+                    target = r.service or f"direct {r.direct_response.status if r.direct_response else ''}"
+                    lines.append(f"      {what:<28} -> {target}")
+                    del i
+        lines += [
+            f"  envoy admin     http://127.0.0.1:{o.envoy_admin_port}/ (loopback only)",
+            f"  control plane   http://127.0.0.1:{o.control_admin_port}/status  "
+            f"(/healthz /readyz /metrics), xDS on 127.0.0.1:{o.xds_port}",
+            "  access logs     JSON on stdout; Ctrl-C stops everything",
+            "",
+        ]
+        return "\n".join(lines)
+
+
+def run_up(opts: UpOptions) -> int:
+    config_path = opts.config or default_config_path()
+    try:
+        loaded = load_config(config_path)
+        find_envoy(opts.envoy_path)
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(f"error: {p}", file=sys.stderr)
+        return 1
+    except EnvoyNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    stack = Stack(opts, str(Path(config_path).resolve()), loaded.config)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stack.stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    code = 0
+    try:
+        stack.start()
+        print(stack.banner(), file=sys.stderr, flush=True)
+        while not stack.stopping:
+            dead = stack.dead_child()
+            if dead:
+                print(f"error: {dead} stopped unexpectedly; shutting down", file=sys.stderr)
+                code = 1
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    except (RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        print("meshgate: stopping", file=sys.stderr, flush=True)
+        stack.stop()
+    return code
+
+
+def fetch_status(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=5) as resp:
+        data: dict[str, object] = json.loads(resp.read())
+        return data

@@ -1,0 +1,1 @@
+"""meshgate control plane: discovery sources -> pure compiler -> snapshot cache -> ADS."""

@@ -1,0 +1,183 @@
+"""The asyncio shell shared by both ADS protocols: one loop per Envoy stream.
+
+Each stream is a single consumer of one queue fed by three producers: a reader task (requests
+from Envoy), a watcher task (publications for the node's group) and :meth:`AdsStream.stop`
+(control-plane shutdown). Handling everything on one task means the per-stream state in the
+:class:`~xds_server.transition.Planner` needs no locks, and a request and a publication can
+never interleave half-way through a decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import ClassVar, Generic, TypeVar
+
+from envoy.config.core.v3 import base_pb2
+
+from .cache import SnapshotCache
+from .snapshot import Snapshot, short_name
+from .status import StatusRegistry, StreamStatus
+from .transition import Planner, Step, TypeTrack
+
+log = logging.getLogger("meshgate.xds")
+
+ReqT = TypeVar("ReqT")
+RespT = TypeVar("RespT")
+
+
+class _Signal(enum.Enum):
+    SNAPSHOT = "snapshot"
+    END = "end"
+    STOP = "stop"
+
+
+class AdsStream(ABC, Generic[ReqT, RespT]):
+    """One Envoy's ADS stream; subclasses supply the wire format of one protocol."""
+
+    protocol: ClassVar[str]
+
+    def __init__(self, cache: SnapshotCache, registry: StatusRegistry, peer: str) -> None:
+        self._cache = cache
+        self._registry = registry
+        self._peer = peer
+        self._queue: asyncio.Queue[ReqT | _Signal] = asyncio.Queue()
+        self.planner = Planner(self.removable)
+        self.status: StreamStatus | None = None
+        self.group = ""
+        self.node_id = ""
+
+    # -- protocol hooks -------------------------------------------------------------------
+
+    @staticmethod
+    @abstractmethod
+    def removable(type_url: str) -> bool:
+        """Whether this protocol can take a resource of ``type_url`` away from a client."""
+
+    @abstractmethod
+    def node_of(self, request: ReqT) -> base_pb2.Node | None: ...
+
+    @abstractmethod
+    def handle(self, request: ReqT) -> None:
+        """Apply one request to the planner (subscriptions, ACK, NACK)."""
+
+    @abstractmethod
+    def build(self, step: Step, snap: Snapshot) -> RespT:
+        """Turn a planned step into this protocol's response message."""
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """End the stream cleanly (status OK) so Envoy reconnects, e.g. to another replica."""
+        self._queue.put_nowait(_Signal.STOP)
+
+    async def serve(
+        self, requests: AsyncIterator[ReqT], write: Callable[[RespT], Awaitable[None]]
+    ) -> None:
+        reader = asyncio.create_task(self._read(requests))
+        watcher: asyncio.Task[None] | None = None
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is _Signal.STOP or item is _Signal.END:
+                    return
+                if not isinstance(item, _Signal):
+                    if self.status is None:
+                        self._open(self.node_of(item))
+                        watcher = asyncio.create_task(self._watch(self.group))
+                    self.handle(item)
+                for resp in self._pump():
+                    await write(resp)
+        finally:
+            tasks = [t for t in (reader, watcher) if t is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.status is not None:
+                self._registry.closed(self.status)
+                log.info("xds stream closed", extra={"fields": self._fields()})
+
+    async def _read(self, requests: AsyncIterator[ReqT]) -> None:
+        try:
+            async for request in requests:
+                self._queue.put_nowait(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the peer went away mid-read: an ordinary end of stream
+            log.debug("xds stream read ended", extra={"fields": {"error": repr(exc)}})
+        finally:
+            self._queue.put_nowait(_Signal.END)
+
+    async def _watch(self, group: str) -> None:
+        # Re-arming happens synchronously after each wake-up, and the loop always reads the
+        # newest snapshot, so a publication that lands between two wake-ups is never lost.
+        while True:
+            await self._cache.changed_event(group).wait()
+            self._queue.put_nowait(_Signal.SNAPSHOT)
+
+    def _open(self, node: base_pb2.Node | None) -> None:
+        if node is None:
+            log.warning("xds stream without node on its first request; using an empty node")
+            node = base_pb2.Node()
+        self.node_id = node.id
+        self.group = self._cache.group_of(node)
+        self.status = self._registry.opened(node.id, node.cluster, self.protocol, self._peer)
+        log.info("xds stream opened", extra={"fields": self._fields()})
+
+    def _pump(self) -> list[RespT]:
+        snap = self._cache.get_snapshot(self.group) if self.status is not None else None
+        if snap is None:
+            return []  # no snapshot for this group yet: wait, never send an empty config
+        out: list[RespT] = []
+        for step in self.planner.plan(snap):
+            out.append(self.build(step, snap))
+            assert self.status is not None
+            tu = step.track.type_url
+            self._registry.sent(self.status, tu, step.version, step.nonce, len(step.state))
+            log.debug(
+                "xds sent",
+                extra={
+                    "fields": self._fields(
+                        tu, version=step.version, nonce=step.nonce, resources=len(step.state)
+                    )
+                },
+            )
+        return out
+
+    # -- ACK / NACK bookkeeping shared by both protocols --------------------------------------
+
+    def acknowledge(self, tr: TypeTrack, error: str | None) -> None:
+        """Record the client's verdict on the latest response of ``tr``'s type."""
+        assert self.status is not None
+        tu = tr.type_url
+        if error is None:
+            sent = self.planner.ack(tr)
+            if sent is not None:
+                self._registry.acked(self.status, tu, sent.version)
+                log.debug("xds ack", extra={"fields": self._fields(tu, version=sent.version)})
+            return
+        sent = self.planner.nack(tr)
+        if sent is not None:
+            self._registry.nacked(self.status, tu, sent.version, error)
+            log.warning(
+                "xds nack: Envoy rejected %s version %s: %s",
+                short_name(tu),
+                sent.version,
+                error,
+                extra={"fields": self._fields(tu, version=sent.version, error=error)},
+            )
+
+    def _fields(self, type_url: str = "", **more: object) -> dict[str, object]:
+        fields: dict[str, object] = {
+            "node_id": self.node_id,
+            "group": self.group,
+            "protocol": self.protocol,
+            "peer": self._peer,
+        }
+        if type_url:
+            fields["type"] = short_name(type_url)
+        fields.update(more)
+        return fields

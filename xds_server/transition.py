@@ -1,0 +1,245 @@
+"""What one Envoy holds per resource type, and which response to send it next.
+
+This is the pure half of both ADS protocol servers (state of the world and delta): no asyncio,
+no gRPC, no wire messages. A stream feeds it the client's requests (subscriptions, ACKs, NACKs)
+and the current snapshot; it answers with *steps*, each "send this type, so that the client
+ends up holding exactly this name -> version map". The protocol modules only turn a step into
+their own wire format, so the two protocols cannot drift apart in what they send or when.
+
+Make-before-break: when a new snapshot reaches a client that already holds resources, types are
+pushed one at a time in :data:`~xds_server.snapshot.ORDER`, each only after every earlier type
+has been answered, and resources the snapshot removed are *kept* on the client (still listed in
+SotW, not yet in ``removed_resources`` in delta). Only when every type is in sync with that
+"add" target does a second, "cleanup" pass drop them. This is computed from the client's state
+rather than stored as a phase, so a newer snapshot arriving mid-transition simply restarts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import secrets
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from .deps import PARENT, expected_names
+from .snapshot import ORDER, WILDCARD_TYPES, Resource, Snapshot
+
+#: name -> resource version: what a client holds of one type, or should hold.
+State = dict[str, str]
+
+
+class Nonces:
+    """Unique nonces for one stream: a random prefix (unique across streams and replicas,
+    so a nonce from an earlier stream is never mistaken for a current one) and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(4)
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}-{next(self._counter)}"
+
+
+def state_version(type_url: str, state: Mapping[str, str], snap: Snapshot) -> str:
+    """The version string of a state: the snapshot's own type version when the client holds
+    exactly the snapshot's resources of that type (the common, steady case, so the status
+    page can compare it with the published version), else a digest of the state itself."""
+    own = snap.of_type(type_url)
+    if len(own) == len(state) and all(state.get(n) == r.version for n, r in own.items()):
+        return snap.type_version(type_url)
+    h = hashlib.sha256()
+    for name, version in sorted(state.items()):
+        h.update(f"{name}={version}\n".encode())
+    return "s" + h.hexdigest()[:15]
+
+
+@dataclass
+class Inflight:
+    """A response sent and not yet ACKed or NACKed (at most one per type: the watch model)."""
+
+    nonce: str
+    version: str
+    state: State
+    bodies: dict[str, Resource]
+    snapshot_version: str
+
+
+@dataclass
+class TypeTrack:
+    """One resource type on one stream: subscription, client state, outstanding response."""
+
+    type_url: str
+    active: bool = False
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    #: What the client has accepted (ACKed), or told us it has (delta initial versions).
+    client: State = field(default_factory=dict)
+    #: Resource bodies behind ``client`` where we sent them; SotW resends kept ones.
+    held: dict[str, Resource] = field(default_factory=dict)
+    inflight: Inflight | None = None
+    #: Latest nonce sent for this type; a request carrying any other non-empty nonce is stale.
+    nonce: str = ""
+    #: Version of the last NACKed response, never sent again.
+    rejected: str = ""
+    #: A first (or re-)subscription: answered even when it would carry nothing new.
+    must_answer: bool = False
+    #: New names were subscribed: answered (if anything differs) ahead of the push order.
+    resubscribed: bool = False
+
+    def in_scope(self, name: str) -> bool:
+        return self.wildcard or name in self.names
+
+    def forget(self, names: set[str]) -> None:
+        """The client dropped these names (unsubscribed): it no longer holds them."""
+        for name in names:
+            self.client.pop(name, None)
+            self.held.pop(name, None)
+            if self.inflight is not None:
+                self.inflight.state.pop(name, None)
+                self.inflight.bodies.pop(name, None)
+
+
+@dataclass(frozen=True)
+class Step:
+    """Send ``track`` a response after which the client holds ``state``."""
+
+    track: TypeTrack
+    state: State
+    bodies: dict[str, Resource]
+    nonce: str
+    version: str
+
+
+class Planner:
+    """Client state for every type of one stream, and the order in which to update it.
+
+    ``removable(type_url)`` says whether the protocol can take a resource of that type away
+    from a client: delta always can (``removed_resources``); SotW only for wildcard-style types
+    (CDS, LDS), where omission means deletion, while omitting an EDS/RDS resource means nothing.
+    """
+
+    def __init__(self, removable: Callable[[str], bool]) -> None:
+        self._removable = removable
+        self._tracks: dict[str, TypeTrack] = {}
+        self._nonces = Nonces()
+        #: Snapshot version whose transition was stopped by a NACK.
+        self.stalled_on = ""
+
+    def track(self, type_url: str) -> TypeTrack:
+        tr = self._tracks.get(type_url)
+        if tr is None:
+            tr = self._tracks[type_url] = TypeTrack(type_url)
+        return tr
+
+    def _active(self) -> Iterator[TypeTrack]:
+        """Active tracks in push order: ORDER first, any other type (SDS, RTDS...) after."""
+        rank = {t: i for i, t in enumerate(ORDER)}
+        for t in sorted(self._tracks, key=lambda t: (rank.get(t, len(rank)), t)):
+            if self._tracks[t].active:
+                yield self._tracks[t]
+
+    def target(
+        self, tr: TypeTrack, snap: Snapshot, *, keep: bool
+    ) -> tuple[State, dict[str, Resource]]:
+        """The state ``tr`` should reach from ``snap``; with ``keep``, resources the client
+        holds and the snapshot dropped stay (the make-before-break "add" pass)."""
+        own = snap.of_type(tr.type_url)
+        bodies = {n: r for n, r in own.items() if tr.in_scope(n)}
+        state = {n: r.version for n, r in bodies.items()}
+        if keep or not self._removable(tr.type_url):
+            for name, version in tr.client.items():
+                if name not in state and tr.in_scope(name):
+                    state[name] = version
+                    if name in tr.held:
+                        bodies[name] = tr.held[name]
+        return state, bodies
+
+    def plan(self, snap: Snapshot) -> list[Step]:
+        """Every response to send now: answers to (re)subscriptions, which bypass the push
+        order so that Envoy's cluster and listener warming never waits on it, then at most
+        one ordered push."""
+        steps: list[Step] = []
+        for tr in self._active():
+            if tr.inflight is None and (tr.must_answer or tr.resubscribed):
+                state, bodies = self.target(tr, snap, keep=True)
+                if tr.must_answer or state != tr.client:
+                    steps.append(self._send(tr, state, bodies, snap))
+                tr.must_answer = tr.resubscribed = False
+        push = self._next_push(snap)
+        if push is not None:
+            steps.append(push)
+        return steps
+
+    def _next_push(self, snap: Snapshot) -> Step | None:
+        if snap.version == self.stalled_on:
+            return None
+        tracks = list(self._active())
+        adds = {tr.type_url: self.target(tr, snap, keep=True) for tr in tracks}
+        cleanup = all(
+            tr.inflight is None
+            and adds[tr.type_url][0] == tr.client
+            and not self._awaiting_subscription(tr, snap)
+            for tr in tracks
+        )
+        for tr in tracks:
+            if tr.inflight is not None:
+                return None
+            state, bodies = self.target(tr, snap, keep=False) if cleanup else adds[tr.type_url]
+            if state == tr.client:
+                if self._awaiting_subscription(tr, snap):
+                    return None
+                continue
+            if state_version(tr.type_url, state, snap) == tr.rejected:
+                return None  # blocked on a rejected update: later types must not run ahead
+            return self._send(tr, state, bodies, snap)
+        return None
+
+    def _awaiting_subscription(self, tr: TypeTrack, snap: Snapshot) -> bool:
+        """True while the client has yet to ask for EDS/RDS names that the clusters/listeners
+        it was sent make it need: the answer to that request is part of this step (warming),
+        so later types wait for it. Only when the client follows that parent type at all."""
+        parent = PARENT.get(tr.type_url)
+        if parent is None or tr.wildcard:
+            return False
+        ptr = self._tracks.get(parent)
+        if ptr is None or not ptr.active:
+            return False
+        return not expected_names(snap, tr.type_url) <= tr.names
+
+    def _send(
+        self, tr: TypeTrack, state: State, bodies: dict[str, Resource], snap: Snapshot
+    ) -> Step:
+        nonce = self._nonces.next()
+        version = state_version(tr.type_url, state, snap)
+        tr.inflight = Inflight(nonce, version, dict(state), dict(bodies), snap.version)
+        tr.nonce = nonce
+        return Step(tr, state, bodies, nonce, version)
+
+    @staticmethod
+    def is_stale(tr: TypeTrack, nonce: str) -> bool:
+        return bool(nonce) and nonce != tr.nonce
+
+    @staticmethod
+    def ack(tr: TypeTrack) -> Inflight | None:
+        """The latest response was accepted: it is now what the client holds."""
+        sent, tr.inflight = tr.inflight, None
+        if sent is not None:
+            tr.client, tr.held = sent.state, sent.bodies
+            tr.rejected = ""
+        return sent
+
+    def nack(self, tr: TypeTrack) -> Inflight | None:
+        """The latest response was rejected: the client keeps what it had, that version is
+        never resent, and the transition it belonged to stops until the next snapshot."""
+        sent, tr.inflight = tr.inflight, None
+        if sent is not None:
+            tr.rejected = sent.version
+            self.stalled_on = sent.snapshot_version
+        return sent
+
+
+def default_wildcard(type_url: str, names: set[str]) -> bool:
+    """Wildcard when ``*`` is asked for, or (legacy form) no names at all for CDS/LDS; an EDS
+    or RDS request with no names just means "nothing" (Envoy sends it when unsubscribing)."""
+    return "*" in names or (not names and type_url in WILDCARD_TYPES)

@@ -20,6 +20,7 @@ class BootstrapParams:
     node_cluster: str = "meshgate"
     xds_host: str = "127.0.0.1"
     api_type: Literal["GRPC", "DELTA_GRPC"] = "GRPC"
+    max_connections: int = 50_000
 
 
 def bootstrap_template() -> str:
@@ -35,4 +36,5 @@ def render_bootstrap(params: BootstrapParams) -> str:
         xds_port=params.xds_port,
         admin_port=params.admin_port,
         api_type=params.api_type,
+        max_connections=params.max_connections,
     )

@@ -9,6 +9,8 @@ from the environment, so the compiler that consumes them stays a pure function.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -19,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -26,6 +29,11 @@ from pydantic import (
 _DURATION_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+HEADER_NAME_PATTERN = r"^:?[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+#: google.protobuf.Duration's range; a longer duration cannot be sent to Envoy at all.
+MAX_DURATION_SECONDS = 315_576_000_000
+#: Envoy's default ``max_direct_response_body_size_bytes``; a longer body is NACKed.
+MAX_DIRECT_RESPONSE_BODY_BYTES = 4096
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -36,6 +44,8 @@ def parse_duration(value: Any) -> timedelta:
         raise ValueError("a duration must be a number of seconds or a string like '5s'")
     elif isinstance(value, int | float):
         seconds = float(value)
+        if math.isnan(seconds):
+            raise ValueError("a duration must be a number of seconds or a string like '5s'")
     elif isinstance(value, str):
         m = _DURATION_RE.match(value)
         if m is None:
@@ -48,6 +58,11 @@ def parse_duration(value: Any) -> timedelta:
         raise ValueError("a duration must be a number of seconds or a string like '5s'")
     if seconds < 0:
         raise ValueError(f"duration must not be negative, got {value!r}")
+    if seconds > MAX_DURATION_SECONDS:
+        # Checked before timedelta() so that "1e300" is an error message, not an OverflowError.
+        raise ValueError(
+            f"duration {value!r} is too long: at most {MAX_DURATION_SECONDS}s (about 10000 years)"
+        )
     return timedelta(seconds=seconds)
 
 
@@ -60,41 +75,156 @@ def _format_duration(value: timedelta) -> str:
 Duration = Annotated[
     timedelta, BeforeValidator(parse_duration), PlainSerializer(_format_duration, return_type=str)
 ]
+
+
+def _check_name(value: Any) -> Any:
+    """Say what a valid name looks like instead of echoing the raw regex back."""
+    if isinstance(value, str) and re.match(NAME_PATTERN, value) is None:
+        raise ValueError(
+            f"invalid name {value!r}: use 1-63 lower-case letters, digits, '.', '_' or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _check_header_name(value: Any) -> Any:
+    if isinstance(value, str) and re.match(HEADER_NAME_PATTERN, value) is None:
+        raise ValueError(
+            f"invalid header name {value!r}: use letters, digits and !#$%&'*+.^_`|~- only "
+            "(a leading ':' for pseudo-headers)"
+        )
+    return value
+
+
+def _not_bool(value: Any) -> Any:
+    """Pydantic's lax mode reads ``true`` as 1; for a port, weight or status that is a typo."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {str(value).lower()}")
+    return value
+
+
 Name = Annotated[
     str,
     Field(
         pattern=NAME_PATTERN,
         description="lower-case letters, digits, '.', '_' and '-', 1-63 characters",
     ),
+    BeforeValidator(_check_name),
 ]
-HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"]
+Port = Annotated[int, Field(ge=1, le=65535), BeforeValidator(_not_bool)]
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT")
+
+
+def _check_method(value: Any) -> Any:
+    """Methods are case-sensitive on the wire, so ``get`` is refused with a hint, not upcased."""
+    if isinstance(value, str) and value not in HTTP_METHODS:
+        hint = f"; did you mean {value.upper()!r}?" if value.upper() in HTTP_METHODS else ""
+        raise ValueError(
+            f"unknown HTTP method {value!r} (expected one of {', '.join(HTTP_METHODS)}){hint}"
+        )
+    return value
+
+
+HttpMethod = Annotated[
+    Literal["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"],
+    BeforeValidator(_check_method),
+]
+
+
+def _check_ip(value: Any) -> Any:
+    """Listeners bind and EDS endpoints connect to IP literals: Envoy resolves no names there."""
+    if isinstance(value, str):
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(
+                f"must be an IP address such as 127.0.0.1 or ::1, got {value!r} "
+                "(Envoy does not resolve host names here)"
+            ) from None
+    return value
+
+
+IpAddress = Annotated[str, BeforeValidator(_check_ip)]
+
+
+def _address_key(address: str) -> str:
+    """One spelling per address, so that '::' and '0:0::0' count as the same socket."""
+    return ipaddress.ip_address(address).compressed
 
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Group openers Python's ``re`` accepts and RE2 refuses, longest first.
+_RE2_UNSUPPORTED_GROUPS: tuple[tuple[str, str], ...] = (
+    ("(?<=", "lookbehind"),
+    ("(?<!", "negative lookbehind"),
+    ("(?=", "lookahead"),
+    ("(?!", "negative lookahead"),
+    ("(?>", "atomic groups"),
+    ("(?(", "conditional groups"),
+    ("(?P=", "backreferences"),
+)
+
+
+def _re2_unsupported(pattern: str) -> str | None:
+    """The first construct in ``pattern`` that Python's ``re`` accepts but RE2 does not.
+
+    The scan skips escaped characters and character classes, so ``\\\\1`` (a backslash then
+    '1') and ``[(?=]`` (three literal characters) are not mistaken for a backreference or a
+    lookahead.
+    """
+    i, n, in_class = 0, len(pattern), False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            nxt = pattern[i + 1 : i + 2]
+            if not in_class and nxt in tuple("123456789"):
+                return "backreferences"
+            if nxt == "Z":
+                return "\\Z (use $)"
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+            i += 1
+            continue
+        if c == "[":
+            i += 1
+            i += int(pattern[i : i + 1] == "^")
+            i += int(pattern[i : i + 1] == "]")  # a leading ']' is a member, not the end
+            in_class = True
+            continue
+        if c == "(":
+            for token, what in _RE2_UNSUPPORTED_GROUPS:
+                if pattern.startswith(token, i):
+                    return what
+        quantifier = c in "*+?" or (c == "}" and pattern[i - 1 : i] in tuple("0123456789,"))
+        if quantifier and pattern[i + 1 : i + 2] == "+":
+            return "possessive quantifiers"
+        i += 1
+    return None
+
+
 def check_regex(pattern: str) -> str:
     """Reject what Envoy's RE2 engine would reject, before Envoy sees it.
 
+    Messages quote the pattern as written (not ``repr``), so ``\\1`` is not shown as ``\\\\1``.
+
     Python's ``re`` accepts a superset of RE2 for the features people reach for by mistake
-    (lookaround, backreferences), so those are named explicitly; the canary Envoy still has
-    the final word on anything subtler.
+    (lookaround, backreferences, atomic groups, possessive quantifiers), so those are named
+    explicitly; the canary Envoy still has the final word on anything subtler.
     """
-    for token, what in (
-        ("(?=", "lookahead"),
-        ("(?!", "negative lookahead"),
-        ("(?<=", "lookbehind"),
-        ("(?<!", "negative lookbehind"),
-    ):
-        if token in pattern:
-            raise ValueError(f"invalid regex {pattern!r}: RE2 (used by Envoy) has no {what}")
-    if re.search(r"\\[1-9]", pattern):
-        raise ValueError(f"invalid regex {pattern!r}: RE2 (used by Envoy) has no backreferences")
     try:
         re.compile(pattern)
     except re.error as exc:
-        raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
+        raise ValueError(f"invalid regex '{pattern}': {exc}") from None
+    what = _re2_unsupported(pattern)
+    if what is not None:
+        raise ValueError(f"invalid regex '{pattern}': RE2 (used by Envoy) has no {what}")
     return pattern
 
 
@@ -112,7 +242,9 @@ def _exactly_one(model: BaseModel, fields: tuple[str, ...], what: str) -> None:
 class HeaderMatch(Model):
     """Match a request header by exact value, prefix, regex or mere presence."""
 
-    name: Annotated[str, Field(min_length=1, pattern=r"^:?[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]
+    name: Annotated[
+        str, Field(min_length=1, pattern=HEADER_NAME_PATTERN), BeforeValidator(_check_header_name)
+    ]
     exact: str | None = None
     prefix: str | None = None
     regex: Regex | None = None
@@ -151,9 +283,20 @@ class RouteMatch(Model):
 class DirectResponse(Model):
     """Envoy answers by itself, without an upstream (health pages, redirects, stubs)."""
 
-    status: Annotated[int, Field(ge=200, le=599)] = 200
+    status: Annotated[int, Field(ge=200, le=599), BeforeValidator(_not_bool)] = 200
     body: str = ""
     content_type: str = "text/plain"
+
+    @field_validator("body")
+    @classmethod
+    def _fits_envoy_limit(cls, v: str) -> str:
+        size = len(v.encode("utf-8"))
+        if size > MAX_DIRECT_RESPONSE_BODY_BYTES:
+            raise ValueError(
+                f"body is {size} bytes; Envoy serves at most {MAX_DIRECT_RESPONSE_BODY_BYTES} "
+                "bytes in a direct response"
+            )
+        return v
 
 
 class Route(Model):
@@ -168,31 +311,43 @@ class Route(Model):
         description="whole-request upstream timeout; 0 disables it; default 15s (Envoy's)",
     )
 
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_needs_service(cls, v: timedelta | None, info: ValidationInfo) -> timedelta | None:
+        # A field validator (not the model one) so the error points at the 'timeout' line;
+        # 'direct_response' is declared first and so is already in info.data.
+        if v is not None and info.data.get("direct_response") is not None:
+            raise ValueError(
+                "'timeout' applies only to routes with a 'service', not to a 'direct_response'"
+            )
+        return v
+
     @model_validator(mode="after")
     def _one_action(self) -> Route:
         _exactly_one(self, ("service", "direct_response"), "a route")
-        if self.direct_response is not None and self.timeout is not None:
-            raise ValueError("'timeout' applies only to routes with a 'service'")
         return self
 
 
 class VirtualHost(Model):
     name: Name
-    domains: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=lambda: ["*"])
+    # Envoy refuses a virtual host without domains, so an empty list is an error here too.
+    domains: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = Field(
+        default_factory=lambda: ["*"]
+    )
     routes: Annotated[list[Route], Field(min_length=1)]
 
 
 class Listener(Model):
     name: Name
-    address: str = "0.0.0.0"
-    port: Annotated[int, Field(ge=1, le=65535)]
+    address: IpAddress = "0.0.0.0"
+    port: Port
     virtual_hosts: Annotated[list[VirtualHost], Field(min_length=1)]
 
 
 class Endpoint(Model):
-    address: Annotated[str, Field(min_length=1)]
-    port: Annotated[int, Field(ge=1, le=65535)]
-    weight: Annotated[int, Field(ge=1, le=128)] | None = None
+    address: IpAddress
+    port: Port
+    weight: Annotated[int, Field(ge=1, le=128), BeforeValidator(_not_bool)] | None = None
 
 
 class Service(Model):
@@ -219,8 +374,8 @@ class DemoUpstream(Model):
     """
 
     name: Name
-    port: Annotated[int, Field(ge=1, le=65535)]
-    address: str = "127.0.0.1"
+    port: Port
+    address: IpAddress = "127.0.0.1"
 
 
 class GatewayConfig(Model):
@@ -242,16 +397,17 @@ def route_name(vhost: VirtualHost, index: int, route: Route) -> str:
 Issue = tuple[tuple[str | int, ...], str]
 
 
-def _duplicates(
-    items: list[Any], key: str, path: tuple[str | int, ...], what: str
-) -> list[Issue]:
+def _duplicates(items: list[Any], key: str, path: tuple[str | int, ...], what: str) -> list[Issue]:
     seen: dict[Any, int] = {}
     issues: list[Issue] = []
     for i, item in enumerate(items):
         value = getattr(item, key)
         if value in seen:
             issues.append(
-                ((*path, i, key), f"duplicate {what} {value!r} (first defined at index {seen[value]})")
+                (
+                    (*path, i, key),
+                    f"duplicate {what} {value!r} (first defined at index {seen[value]})",
+                )
             )
         else:
             seen[value] = i
@@ -266,16 +422,15 @@ def reference_errors(config: GatewayConfig) -> list[Issue]:
     issues += _duplicates(config.demo_upstreams, "name", ("demo_upstreams",), "demo upstream")
     bound: dict[tuple[str, int], str] = {}
     for li, listener in enumerate(config.listeners):
-        key = (listener.address, listener.port)
+        key = (_address_key(listener.address), listener.port)
         if key in bound:
             issues.append(
                 (
                     ("listeners", li, "port"),
-                    f"port {listener.port} on {listener.address} is already used by listener "
-                    f"{bound[key]!r}",
+                    f"port {listener.port} on {listener.address} is already used by {bound[key]}",
                 )
             )
-        bound.setdefault(key, listener.name)
+        bound.setdefault(key, f"listener {listener.name!r}")
         path: tuple[str | int, ...] = ("listeners", li, "virtual_hosts")
         issues += _duplicates(listener.virtual_hosts, "name", path, "virtual host name")
         claimed: dict[str, str] = {}
@@ -295,9 +450,21 @@ def reference_errors(config: GatewayConfig) -> list[Issue]:
             for ri, route in enumerate(vhost.routes):
                 rpath = (*path, vi, "routes", ri)
                 rname = route_name(vhost, ri, route)
-                if rname in names:
+                if rname in names and route.name is None:
                     issues.append(
-                        ((*rpath, "name"), f"duplicate route name {rname!r} in this virtual host")
+                        (
+                            rpath,
+                            f"the generated route name {rname!r} is already the name of route "
+                            f"{names[rname]}; give this route a 'name'",
+                        )
+                    )
+                elif rname in names:
+                    issues.append(
+                        (
+                            (*rpath, "name"),
+                            f"duplicate route name {rname!r} in this virtual host "
+                            f"(first used by route {names[rname]})",
+                        )
                     )
                 names.setdefault(rname, ri)
                 if route.service is not None and config.service(route.service) is None:
@@ -308,4 +475,36 @@ def reference_errors(config: GatewayConfig) -> list[Issue]:
                             f"unknown service {route.service!r} (defined services: {known})",
                         )
                     )
+    issues += _demo_port_clashes(config, bound)
+    return issues
+
+
+def _demo_port_clashes(config: GatewayConfig, bound: dict[tuple[str, int], str]) -> list[Issue]:
+    """Demo upstreams bind real sockets next to Envoy's listeners; a clash fails ``meshgate up``.
+
+    A wildcard address (0.0.0.0 or ::) takes the port on every address, so it clashes with any
+    other socket on that port.
+    """
+    issues: list[Issue] = []
+    wildcards = {"0.0.0.0", "::"}
+    taken = dict(bound)
+    for di, demo in enumerate(config.demo_upstreams):
+        address = _address_key(demo.address)
+        clash = next(
+            (
+                owner
+                for (other, port), owner in taken.items()
+                if port == demo.port
+                and (other == address or other in wildcards or address in wildcards)
+            ),
+            None,
+        )
+        if clash is not None:
+            issues.append(
+                (
+                    ("demo_upstreams", di, "port"),
+                    f"port {demo.port} on {demo.address} is already used by {clash}",
+                )
+            )
+        taken.setdefault((address, demo.port), f"demo upstream {demo.name!r}")
     return issues

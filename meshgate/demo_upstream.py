@@ -91,6 +91,8 @@ def make_handler(
                     return
         except (ConnectionError, ValueError, asyncio.IncompleteReadError):
             return
+        except asyncio.CancelledError:  # server shutting down mid-request: just drop it
+            return
         finally:
             with contextlib.suppress(Exception):
                 writer.close()

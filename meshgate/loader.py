@@ -75,13 +75,14 @@ def format_loc(loc: Loc) -> str:
 def _node_at(root: yaml.Node | None, loc: Loc) -> yaml.Node | None:
     """The deepest YAML node along ``loc`` (the key node for a missing/extra mapping key)."""
     node = root
-    for part in loc:
+    last = len(loc) - 1
+    for i, part in enumerate(loc):
         if isinstance(node, yaml.MappingNode):
             match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
             if match is None:
                 return node
             key, value = match
-            node = value if part != loc[-1] or isinstance(value, yaml.CollectionNode) else key
+            node = value if i != last or isinstance(value, yaml.CollectionNode) else key
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
             if part >= len(node.value):
                 return node
@@ -106,12 +107,19 @@ def _duplicate_keys(node: yaml.Node | None, loc: Loc = ()) -> list[tuple[Loc, ya
     return found
 
 
-def _problem(source: str, root: yaml.Node | None, loc: Loc, message: str) -> ConfigProblem:
-    node = _node_at(root, loc)
+def _problem(
+    source: str, root: yaml.Node | None, loc: Loc, message: str, node: yaml.Node | None = None
+) -> ConfigProblem:
+    """A problem located at ``node``, or else at the node that ``loc`` leads to."""
+    node = node if node is not None else _node_at(root, loc)
     line = col = None
     if node is not None:
         line, col = node.start_mark.line + 1, node.start_mark.column + 1
     return ConfigProblem(source, format_loc(loc), message, line, col)
+
+
+#: Pydantic error types whose message is ours (it already names the value) or needs no value.
+_OWN_MESSAGE_TYPES = frozenset({"value_error", "assertion_error", "missing", "extra_forbidden"})
 
 
 def _clean_message(err: dict[str, Any]) -> str:
@@ -119,16 +127,34 @@ def _clean_message(err: dict[str, Any]) -> str:
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
             msg = msg[len(prefix) :]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown field (check the spelling; see docs/configuration.md)"
-    elif err["type"] == "missing":
-        msg = "required field is missing"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling; see docs/configuration.md)"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "too_short" and err.get("ctx", {}).get("min_length") == 1:
+        return "must not be empty"
+    value = err.get("input")
+    if kind not in _OWN_MESSAGE_TYPES and isinstance(value, str | int | float | bool):
+        # pydantic's own messages ("Input should be less than or equal to 65535") omit what
+        # was written; saying it saves a trip back to the file.
+        shown = str(value).lower() if isinstance(value, bool) else repr(value)
+        msg += f" (got {shown})"
     return msg
 
 
-def _clean_loc(loc: Loc) -> Loc:
-    # pydantic adds validator tags such as "function-before[...]" for annotated unions
-    return tuple(p for p in loc if isinstance(p, int) or ("[" not in p and "-" not in p))
+def _clean_loc(loc: Loc, kind: str) -> Loc:
+    """Drop the tags pydantic inserts for wrapped validators ("function-after[...]").
+
+    Only parts with brackets are tags; a field name the user wrote (an unknown key such as
+    ``connect-timeout``, always the last part of an ``extra_forbidden`` error) is kept as is.
+    """
+    last = len(loc) - 1
+    return tuple(
+        p
+        for i, p in enumerate(loc)
+        if isinstance(p, int) or "[" not in p or (kind == "extra_forbidden" and i == last)
+    )
 
 
 def parse_config(text: str, source: str = "<config>") -> LoadedConfig:
@@ -140,13 +166,18 @@ def parse_config(text: str, source: str = "<config>") -> LoadedConfig:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         context = getattr(exc, "context", None)
+        context_mark = getattr(exc, "context_mark", None)
+        if context and context_mark is not None and context_mark is not mark:
+            # The error shows up where the parser gave up; the unclosed '[' or '{' it was
+            # parsing is usually the actual mistake, so say where that began.
+            context += f" started at line {context_mark.line + 1}, column {context_mark.column + 1}"
         message = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
         line = mark.line + 1 if mark is not None else None
         col = mark.column + 1 if mark is not None else None
         raise ConfigError([ConfigProblem(source, "", message, line, col)]) from None
     dups = [
-        _problem(source, root, loc, "duplicate key (YAML keeps only the last one)")
-        for loc, _ in _duplicate_keys(root)
+        _problem(source, root, loc, "duplicate key (YAML keeps only the last one)", node)
+        for loc, node in _duplicate_keys(root)
     ]
     if dups:
         raise ConfigError(dups)
@@ -154,13 +185,17 @@ def parse_config(text: str, source: str = "<config>") -> LoadedConfig:
         raise ConfigError([ConfigProblem(source, "", "the file is empty")])
     if not isinstance(data, dict):
         raise ConfigError(
-            [_problem(source, root, (), f"expected a mapping at the top, got {type(data).__name__}")]
+            [
+                _problem(
+                    source, root, (), f"expected a mapping at the top, got {type(data).__name__}"
+                )
+            ]
         )
     try:
         config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
         problems = [
-            _problem(source, root, _clean_loc(tuple(e["loc"])), _clean_message(dict(e)))
+            _problem(source, root, _clean_loc(tuple(e["loc"]), e["type"]), _clean_message(dict(e)))
             for e in exc.errors()
         ]
         raise ConfigError(problems) from None

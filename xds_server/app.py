@@ -180,7 +180,7 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await plane.start()
-    except OSError as exc:
+    except Exception as exc:  # startup failure: one clear line, not a traceback
         log.error("cannot start control plane", extra={"fields": {"error": str(exc)}})
         await plane.stop(0)
         return 1

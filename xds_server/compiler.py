@@ -155,6 +155,7 @@ def compile_listener(listener: Listener) -> listener_pb2.Listener:
         access_log=[_access_log()],
         local_reply_config=_local_reply_config(),
         always_set_request_id_in_response=True,
+        preserve_external_request_id=listener.request_id == "preserve_or_generate",
         # Edge defaults: the client address is the peer (not a spoofable XFF), paths are
         # normalised before matching so /a/../b cannot sneak past a route.
         use_remote_address=wrappers_pb2.BoolValue(value=True),

@@ -342,6 +342,11 @@ class Listener(Model):
     address: IpAddress = "0.0.0.0"
     port: Port
     virtual_hosts: Annotated[list[VirtualHost], Field(min_length=1)]
+    request_id: Literal["preserve_or_generate", "generate"] = Field(
+        default="preserve_or_generate",
+        description="keep a client's x-request-id (for end-to-end correlation) or always "
+        "replace it with a fresh UUID (when clients must not choose ids)",
+    )
 
 
 class Endpoint(Model):

@@ -127,6 +127,9 @@ class EnvoyProcess:
             "2",
             "--parent-shutdown-time-s",
             "3",
+            # access logs reach stdout within half a second (Envoy's default is 10 s)
+            "--file-flush-interval-msec",
+            "500",
             *self.extra_args,
         ]
         self.proc = spawn(argv, stdout=self._stdout, stderr=self._stderr)

@@ -90,7 +90,12 @@ async def test_nack_recorded_and_same_version_not_resent(ads: AdsServer) -> None
     resp2 = await client.recv()
     assert resp2.type_url == CLUSTER
     client.ack(resp2)
+    client.request(ENDPOINT, ["a", "c", "old"], nonce=client.last[ENDPOINT].nonce)
+    eds = await client.recv()
+    assert eds.type_url == ENDPOINT
+    client.ack(eds)
     await client.expect_silence()
+    assert only_stream(ads, "n1")[ROUTE].sent_version == resp.version_info
     await client.close()
 
 

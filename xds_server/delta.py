@@ -17,8 +17,8 @@ Differences from state of the world that shape this module:
   server to stay silent, and announcing it "removed" would make Envoy drop the route
   configuration or endpoints of a listener/cluster it is still warming.
 * The client's ACK carries no version, so the version of each response is remembered with its
-  nonce; ``system_version_info`` is the version of the state the client holds once it accepts
-  (the snapshot's type version whenever it holds exactly the snapshot's resources).
+  nonce. ``system_version_info`` is the snapshot's version of the type, as in SotW, so that
+  ``meshgate status`` and the canary validator compare one kind of version for both protocols.
 """
 
 from __future__ import annotations

@@ -16,10 +16,9 @@ rather than stored as a phase, so a newer snapshot arriving mid-transition simpl
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .deps import PARENT, expected_names
@@ -41,22 +40,15 @@ class Nonces:
         return f"{self._prefix}-{next(self._counter)}"
 
 
-def state_version(type_url: str, state: Mapping[str, str], snap: Snapshot) -> str:
-    """The version string of a state: the snapshot's own type version when the client holds
-    exactly the snapshot's resources of that type (the common, steady case, so the status
-    page can compare it with the published version), else a digest of the state itself."""
-    own = snap.of_type(type_url)
-    if len(own) == len(state) and all(state.get(n) == r.version for n, r in own.items()):
-        return snap.type_version(type_url)
-    h = hashlib.sha256()
-    for name, version in sorted(state.items()):
-        h.update(f"{name}={version}\n".encode())
-    return "s" + h.hexdigest()[:15]
-
-
 @dataclass
 class Inflight:
-    """A response sent and not yet ACKed or NACKed (at most one per type: the watch model)."""
+    """A response sent and not yet ACKed or NACKed (at most one per type: the watch model).
+
+    ``version`` is always the snapshot's version of the type, also for the intermediate
+    make-before-break responses: they are steps toward that snapshot, and a NACK of any of them
+    is a rejection of that version (which is what the status registry and the canary validator
+    compare against).
+    """
 
     nonce: str
     version: str
@@ -75,6 +67,8 @@ class TypeTrack:
     names: set[str] = field(default_factory=set)
     #: What the client has accepted (ACKed), or told us it has (delta initial versions).
     client: State = field(default_factory=dict)
+    #: Version of the last response the client accepted.
+    client_version: str = ""
     #: Resource bodies behind ``client`` where we sent them; SotW resends kept ones.
     held: dict[str, Resource] = field(default_factory=dict)
     inflight: Inflight | None = None
@@ -89,6 +83,10 @@ class TypeTrack:
 
     def in_scope(self, name: str) -> bool:
         return self.wildcard or name in self.names
+
+    def holds(self, state: State, version: str) -> bool:
+        """Whether the client already holds ``state`` at ``version``: then nothing is sent."""
+        return state == self.client and version == self.client_version
 
     def forget(self, names: set[str]) -> None:
         """The client dropped these names (unsubscribed): it no longer holds them."""
@@ -163,7 +161,7 @@ class Planner:
         for tr in self._active():
             if tr.inflight is None and (tr.must_answer or tr.resubscribed):
                 state, bodies = self.target(tr, snap, keep=True)
-                if tr.must_answer or state != tr.client:
+                if tr.must_answer or not tr.holds(state, snap.type_version(tr.type_url)):
                     steps.append(self._send(tr, state, bodies, snap))
                 tr.must_answer = tr.resubscribed = False
         push = self._next_push(snap)
@@ -178,7 +176,7 @@ class Planner:
         adds = {tr.type_url: self.target(tr, snap, keep=True) for tr in tracks}
         cleanup = all(
             tr.inflight is None
-            and adds[tr.type_url][0] == tr.client
+            and tr.holds(adds[tr.type_url][0], snap.type_version(tr.type_url))
             and not self._awaiting_subscription(tr, snap)
             for tr in tracks
         )
@@ -186,11 +184,12 @@ class Planner:
             if tr.inflight is not None:
                 return None
             state, bodies = self.target(tr, snap, keep=False) if cleanup else adds[tr.type_url]
-            if state == tr.client:
-                if self._awaiting_subscription(tr, snap):
-                    return None
+            if self._awaiting_subscription(tr, snap):
+                return None  # its answer will carry this type's update; later types wait
+            version = snap.type_version(tr.type_url)
+            if tr.holds(state, version):
                 continue
-            if state_version(tr.type_url, state, snap) == tr.rejected:
+            if version == tr.rejected:
                 return None  # blocked on a rejected update: later types must not run ahead
             return self._send(tr, state, bodies, snap)
         return None
@@ -211,7 +210,7 @@ class Planner:
         self, tr: TypeTrack, state: State, bodies: dict[str, Resource], snap: Snapshot
     ) -> Step:
         nonce = self._nonces.next()
-        version = state_version(tr.type_url, state, snap)
+        version = snap.type_version(tr.type_url)
         tr.inflight = Inflight(nonce, version, dict(state), dict(bodies), snap.version)
         tr.nonce = nonce
         return Step(tr, state, bodies, nonce, version)
@@ -225,7 +224,7 @@ class Planner:
         """The latest response was accepted: it is now what the client holds."""
         sent, tr.inflight = tr.inflight, None
         if sent is not None:
-            tr.client, tr.held = sent.state, sent.bodies
+            tr.client, tr.held, tr.client_version = sent.state, sent.bodies, sent.version
             tr.rejected = ""
         return sent
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from .bootstrap import BootstrapParams
-from .config import GatewayConfig
+from .config import GatewayConfig, Route
 from .envoy_process import EnvoyNotFoundError, EnvoyProcess, find_envoy, spawn, stop_process
 from .loader import ConfigError, load_config
 
@@ -122,12 +122,8 @@ class Stack:
             host = "127.0.0.1" if listener.address in ("0.0.0.0", "::") else listener.address
             lines.append(f"  listener {listener.name:<7}http://{host}:{listener.port}/")
             for vh in listener.virtual_hosts:
-                for i, r in enumerate(vh.routes):
-                    m = r.match
-                    what = m.prefix or m.path or f"~{m.regex}"
-                    target = r.service or f"direct {r.direct_response.status if r.direct_response else ''}"
-                    lines.append(f"      {what:<28} -> {target}")
-                    del i
+                for r in vh.routes:
+                    lines.append(f"      {_describe_route(r)}")
         lines += [
             f"  envoy admin     http://127.0.0.1:{o.envoy_admin_port}/ (loopback only)",
             f"  control plane   http://127.0.0.1:{o.control_admin_port}/status  "
@@ -136,6 +132,16 @@ class Stack:
             "",
         ]
         return "\n".join(lines)
+
+
+def _describe_route(route: Route) -> str:
+    m = route.match
+    what = m.prefix or m.path or f"~{m.regex}"
+    target = route.service or (
+        f"direct {route.direct_response.status}" if route.direct_response else "?"
+    )
+    cond = [*m.methods, *(f"header {h.name}" for h in m.headers)]
+    return f"{what:<28} -> {target}" + (f"  (only {', '.join(cond)})" if cond else "")
 
 
 def run_up(opts: UpOptions) -> int:

@@ -261,3 +261,31 @@ async def test_close_ends_streams_promptly() -> None:
         assert time.monotonic() - started < 2
         assert not srv.registry.streams
         await client.close()
+
+
+async def test_one_type_at_a_time_in_order(ads: AdsServer) -> None:
+    ads.cache.set_snapshot(DEFAULT_GROUP, S1)
+    client = SotwClient(ads.address, "n1")
+    await handshake(client, S1)
+    # New endpoints for a and new routes, no new names: EDS first, RDS only after its ACK.
+    s2 = mesh({"a": 7001, "old": 9002}, {"r1": ["a"]}, {"l1": ("r1", 10001)})
+    ads.cache.set_snapshot(DEFAULT_GROUP, s2)
+    eds = await client.recv()
+    assert eds.type_url == ENDPOINT
+    await client.expect_silence()
+    client.ack(eds)
+    rds = await client.recv()
+    assert rds.type_url == ROUTE
+    client.ack(rds)
+    await client.expect_silence()
+    await client.close()
+
+
+async def test_first_request_answered_even_when_empty(ads: AdsServer) -> None:
+    # Envoy finishes initialising only after a first LDS response, even one with no listeners.
+    ads.cache.set_snapshot(DEFAULT_GROUP, mesh({"a": 9001}, {}, {}))
+    client = SotwClient(ads.address, "n1")
+    client.request(LISTENER, [])
+    resp = await client.recv()
+    assert resp.type_url == LISTENER and len(resp.resources) == 0
+    await client.close()

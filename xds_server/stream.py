@@ -163,7 +163,8 @@ class AdsStream(ABC, Generic[ReqT, RespT]):
         if sent is not None:
             self._registry.nacked(self.status, tu, sent.version, error)
             log.warning(
-                "xds nack: Envoy rejected %s version %s: %s",
+                "xds nack: Envoy %s rejected %s version %s: %s",
+                self.node_id,
                 short_name(tu),
                 sent.version,
                 error,

@@ -196,15 +196,15 @@ class Planner:
 
     def _awaiting_subscription(self, tr: TypeTrack, snap: Snapshot) -> bool:
         """True while the client has yet to ask for EDS/RDS names that the clusters/listeners
-        it was sent make it need: the answer to that request is part of this step (warming),
-        so later types wait for it. Only when the client follows that parent type at all."""
+        it holds make it need: the answer to that request is part of this step (warming), so
+        later types wait for it. Only when the client follows that parent type at all."""
         parent = PARENT.get(tr.type_url)
         if parent is None or tr.wildcard:
             return False
         ptr = self._tracks.get(parent)
         if ptr is None or not ptr.active:
             return False
-        return not expected_names(snap, tr.type_url) <= tr.names
+        return not expected_names(snap, tr.type_url, ptr.client) <= tr.names
 
     def _send(
         self, tr: TypeTrack, state: State, bodies: dict[str, Resource], snap: Snapshot

@@ -106,7 +106,9 @@ def format_status(s: dict[str, Any]) -> str:
     envoys = s.get("envoys", [])
     out.append(f"envoys      {len(envoys)} connected")
     for e in envoys:
-        out.append(f"  {e['node_id']} ({e['protocol']}, {e['peer']}, since {_ago(e['connected_at'])})")
+        out.append(
+            f"  {e['node_id']} ({e['protocol']}, {e['peer']}, since {_ago(e['connected_at'])})"
+        )
         for t, ts in e.get("types", {}).items():
             state = "ACK" if ts.get("acked_version") == ts.get("sent_version") else "pending"
             line = f"    {t}  {state:<7} version {ts.get('acked_version') or '-'}"
@@ -148,8 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="check a config file; exit 1 with precise errors")
     v.add_argument("file")
-    v.add_argument("--with-envoy", action="store_true",
-                   help="also let Envoy judge the compiled config (envoy --mode validate)")
+    v.add_argument(
+        "--with-envoy",
+        action="store_true",
+        help="also let Envoy judge the compiled config (envoy --mode validate)",
+    )
     v.add_argument("--envoy", help="Envoy binary for --with-envoy")
     v.set_defaults(func=_cmd_validate)
 

@@ -147,7 +147,9 @@ class EnvoyProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running():
-                raise RuntimeError(f"envoy exited with code {self.proc.returncode if self.proc else '?'}")
+                raise RuntimeError(
+                    f"envoy exited with code {self.proc.returncode if self.proc else '?'}"
+                )
             with contextlib.suppress(OSError):
                 self.admin_get("/ready")
                 return

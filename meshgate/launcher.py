@@ -66,22 +66,43 @@ class Stack:
         for demo in self.config.demo_upstreams:
             self._spawn(
                 f"demo upstream {demo.name}",
-                [py, "-m", "meshgate.demo_upstream", "--name", demo.name,
-                 "--host", demo.address, "--port", str(demo.port)],
+                [
+                    py,
+                    "-m",
+                    "meshgate.demo_upstream",
+                    "--name",
+                    demo.name,
+                    "--host",
+                    demo.address,
+                    "--port",
+                    str(demo.port),
+                ],
             )
         o = self.opts
-        argv = [py, "-m", "xds_server", "--config", self.config_path,
-                "--xds-address", f"127.0.0.1:{o.xds_port}",
-                "--admin-address", f"127.0.0.1:{o.control_admin_port}",
-                "--validator", o.validator]
+        argv = [
+            py,
+            "-m",
+            "xds_server",
+            "--config",
+            self.config_path,
+            "--xds-address",
+            f"127.0.0.1:{o.xds_port}",
+            "--admin-address",
+            f"127.0.0.1:{o.control_admin_port}",
+            "--validator",
+            o.validator,
+        ]
         if o.envoy_path:
             argv += ["--envoy", o.envoy_path]
         self._spawn("control plane", argv)
         self._wait(f"http://127.0.0.1:{o.control_admin_port}/readyz", "control plane", 60)
         self.envoy = EnvoyProcess(
-            BootstrapParams(node_id="meshgate-local", xds_port=o.xds_port,
-                            admin_port=o.envoy_admin_port,
-                            api_type="DELTA_GRPC" if o.api_type == "DELTA_GRPC" else "GRPC"),
+            BootstrapParams(
+                node_id="meshgate-local",
+                xds_port=o.xds_port,
+                admin_port=o.envoy_admin_port,
+                api_type="DELTA_GRPC" if o.api_type == "DELTA_GRPC" else "GRPC",
+            ),
             envoy_path=o.envoy_path,
             log_level="warning",
         )
@@ -117,7 +138,11 @@ class Stack:
 
     def banner(self) -> str:
         o = self.opts
-        lines = ["", "meshgate is up", f"  config          {self.config_path} (watched: edits go live)"]
+        lines = [
+            "",
+            "meshgate is up",
+            f"  config          {self.config_path} (watched: edits go live)",
+        ]
         for listener in self.config.listeners:
             host = "127.0.0.1" if listener.address in ("0.0.0.0", "::") else listener.address
             lines.append(f"  listener {listener.name:<7}http://{host}:{listener.port}/")

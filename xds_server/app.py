@@ -151,8 +151,14 @@ class ControlPlane:
         self.publisher.validator = validator
         log.info(
             "control plane listening",
-            extra={"fields": {"xds": f"{split_address(s.xds_address)[0]}:{self.xds_port}", "admin": f"{host}:{self.admin.port}",
-                              "config": s.config, "validator": s.validator}},
+            extra={
+                "fields": {
+                    "xds": f"{split_address(s.xds_address)[0]}:{self.xds_port}",
+                    "admin": f"{host}:{self.admin.port}",
+                    "config": s.config,
+                    "validator": s.validator,
+                }
+            },
         )
         await self.source.check_once()
         self._tasks.append(asyncio.create_task(self.source.run()))
@@ -194,16 +200,30 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p = argparse.ArgumentParser(prog="python -m xds_server", description="meshgate control plane")
     p.add_argument("--config", required=True, help="gateway config file (watched for changes)")
     p.add_argument("--xds-address", default=DEFAULT_XDS_ADDRESS, help="ADS gRPC HOST:PORT")
-    p.add_argument("--admin-address", default=DEFAULT_ADMIN_ADDRESS,
-                   help="HTTP HOST:PORT for /healthz /readyz /metrics /status")
-    p.add_argument("--validator", choices=["canary", "validate-mode", "none"], default="canary",
-                   help="how Envoy checks a config change before it is published")
+    p.add_argument(
+        "--admin-address",
+        default=DEFAULT_ADMIN_ADDRESS,
+        help="HTTP HOST:PORT for /healthz /readyz /metrics /status",
+    )
+    p.add_argument(
+        "--validator",
+        choices=["canary", "validate-mode", "none"],
+        default="canary",
+        help="how Envoy checks a config change before it is published",
+    )
     p.add_argument("--envoy", dest="envoy_path", help="Envoy binary for the validator")
     p.add_argument("--poll-interval", type=float, default=0.2)
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
-    return Settings(a.config, a.xds_address, a.admin_address, a.validator, a.envoy_path,
-                    a.poll_interval, a.log_level)
+    return Settings(
+        a.config,
+        a.xds_address,
+        a.admin_address,
+        a.validator,
+        a.envoy_path,
+        a.poll_interval,
+        a.log_level,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -150,7 +150,9 @@ def compile_listener(listener: Listener) -> listener_pb2.Listener:
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(route_config_name=listener.name, config_source=_ADS),
         http_filters=[
-            hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router()))
+            hcm_pb2.HttpFilter(
+                name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())
+            )
         ],
         access_log=[_access_log()],
         local_reply_config=_local_reply_config(),
@@ -182,7 +184,9 @@ def compile_listener(listener: Listener) -> listener_pb2.Listener:
     )
 
 
-def _string_match(exact: str | None, prefix: str | None, regex: str | None) -> string_pb2.StringMatcher:
+def _string_match(
+    exact: str | None, prefix: str | None, regex: str | None
+) -> string_pb2.StringMatcher:
     if exact is not None:
         return string_pb2.StringMatcher(exact=exact)
     if prefix is not None:
@@ -192,9 +196,7 @@ def _string_match(exact: str | None, prefix: str | None, regex: str | None) -> s
 
 def _header_matcher(h: HeaderMatch) -> rc_pb2.HeaderMatcher:
     if h.present is not None:
-        return rc_pb2.HeaderMatcher(
-            name=h.name, present_match=h.present, invert_match=h.invert
-        )
+        return rc_pb2.HeaderMatcher(name=h.name, present_match=h.present, invert_match=h.invert)
     return rc_pb2.HeaderMatcher(
         name=h.name, string_match=_string_match(h.exact, h.prefix, h.regex), invert_match=h.invert
     )

@@ -20,7 +20,9 @@ class XdsMetrics:
         )
         self.acks = Counter("meshgate_xds_acks_total", "xDS ACKs received", ["type"], registry=r)
         self.nacks = Counter(
-            "meshgate_xds_nacks_total", "xDS NACKs received (Envoy rejected config)", ["type"],
+            "meshgate_xds_nacks_total",
+            "xDS NACKs received (Envoy rejected config)",
+            ["type"],
             registry=r,
         )
         self.reloads = Counter(
@@ -30,11 +32,13 @@ class XdsMetrics:
             registry=r,
         )
         self.compile_seconds = Histogram(
-            "meshgate_config_compile_seconds", "Time to parse, validate and compile a config",
+            "meshgate_config_compile_seconds",
+            "Time to parse, validate and compile a config",
             registry=r,
         )
         self.validate_seconds = Histogram(
-            "meshgate_config_validate_seconds", "Time for Envoy (canary) to judge a candidate",
+            "meshgate_config_validate_seconds",
+            "Time for Envoy (canary) to judge a candidate",
             registry=r,
         )
         self.published_at = Gauge(

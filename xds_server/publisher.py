@@ -108,7 +108,12 @@ class Publisher:
         self.metrics.config_ok.set(1)
         log.info(
             "snapshot published",
-            extra={"fields": {"version": snapshot.version, "digest": digest,
-                              "validated_by": getattr(self.validator, "name", None)}},
+            extra={
+                "fields": {
+                    "version": snapshot.version,
+                    "digest": digest,
+                    "validated_by": getattr(self.validator, "name", None),
+                }
+            },
         )
         return True

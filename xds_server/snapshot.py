@@ -167,9 +167,7 @@ class Snapshot:
         """True when publishing self after other changes nothing but EDS (no validation needed)."""
         if other is None:
             return False
-        return all(
-            self.type_version(t) == other.type_version(t) for t in ORDER if t != ENDPOINT
-        )
+        return all(self.type_version(t) == other.type_version(t) for t in ORDER if t != ENDPOINT)
 
 
 def _rds_names(listener: listener_pb2.Listener) -> list[str]:

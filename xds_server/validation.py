@@ -86,8 +86,12 @@ class CanaryValidator:
         self.node_id = f"{CANARY_NODE_PREFIX}-{os.getpid()}"
         self._log = tempfile.TemporaryFile()
         self.envoy = EnvoyProcess(
-            BootstrapParams(node_id=self.node_id, xds_port=xds_port, admin_port=free_port(),
-                            node_cluster="meshgate-canary"),
+            BootstrapParams(
+                node_id=self.node_id,
+                xds_port=xds_port,
+                admin_port=free_port(),
+                node_cluster="meshgate-canary",
+            ),
             envoy_path=envoy_path,
             log_level="error",
             stdout=subprocess.DEVNULL,
@@ -161,7 +165,9 @@ def static_bootstrap(snapshot: Snapshot) -> dict[str, object]:
         cluster = res.unpack()
         assert isinstance(cluster, cluster_pb2.Cluster)
         if cluster.type == cluster_pb2.Cluster.EDS:
-            cla_res = snapshot.of_type(ENDPOINT).get(cluster.eds_cluster_config.service_name or name)
+            cla_res = snapshot.of_type(ENDPOINT).get(
+                cluster.eds_cluster_config.service_name or name
+            )
             cluster.type = cluster_pb2.Cluster.STATIC
             cluster.ClearField("eds_cluster_config")
             if cla_res is not None:
@@ -201,9 +207,16 @@ class ValidateModeValidator:
             path = Path(tmp) / "bootstrap.json"
             path.write_text(json.dumps(static_bootstrap(snapshot)))
             proc = await asyncio.create_subprocess_exec(
-                self.binary, "--mode", "validate", "-c", str(path), "--log-level", "critical",
+                self.binary,
+                "--mode",
+                "validate",
+                "-c",
+                str(path),
+                "--log-level",
+                "critical",
                 "--use-dynamic-base-id",
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
             )
             try:
                 out, _ = await asyncio.wait_for(proc.communicate(), self.timeout)

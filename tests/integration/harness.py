@@ -53,8 +53,17 @@ class Upstreams:
     def __init__(self, names: list[str]) -> None:
         self.ports = {name: free_port() for name in names}
         self.procs = {
-            name: spawn([sys.executable, "-m", "meshgate.demo_upstream", "--name", name,
-                         "--port", str(port)])
+            name: spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "meshgate.demo_upstream",
+                    "--name",
+                    name,
+                    "--port",
+                    str(port),
+                ]
+            )
             for name, port in self.ports.items()
         }
         for name, port in self.ports.items():
@@ -91,11 +100,23 @@ class ControlPlane:
 
     def start(self) -> None:
         self.proc = spawn(
-            [sys.executable, "-m", "xds_server", "--config", str(self.config_path),
-             "--xds-address", f"127.0.0.1:{self.xds_port}",
-             "--admin-address", f"127.0.0.1:{self.admin_port}",
-             "--validator", self.validator, "--poll-interval", "0.05"],
-            stdout=self.log, stderr=self.log,
+            [
+                sys.executable,
+                "-m",
+                "xds_server",
+                "--config",
+                str(self.config_path),
+                "--xds-address",
+                f"127.0.0.1:{self.xds_port}",
+                "--admin-address",
+                f"127.0.0.1:{self.admin_port}",
+                "--validator",
+                self.validator,
+                "--poll-interval",
+                "0.05",
+            ],
+            stdout=self.log,
+            stderr=self.log,
         )
         wait_until(self._ready, 30, "control plane /readyz")
 
@@ -132,15 +153,18 @@ class Envoy:
     """A fleet Envoy (real binary) bootstrapped against a control plane."""
 
     def __init__(
-        self, xds_port: int, node_id: str = "envoy-1",
+        self,
+        xds_port: int,
+        node_id: str = "envoy-1",
         api_type: Literal["GRPC", "DELTA_GRPC"] = "GRPC",
     ) -> None:
         self.stdout = tempfile.NamedTemporaryFile(prefix="envoy-", suffix=".out", delete=False)
         self.process = EnvoyProcess(
-            BootstrapParams(node_id=node_id, xds_port=xds_port, admin_port=free_port(),
-                            api_type=api_type),
-            stdout=self.stdout, stderr=subprocess.DEVNULL if not os.environ.get("ENVOY_LOGS")
-            else None,
+            BootstrapParams(
+                node_id=node_id, xds_port=xds_port, admin_port=free_port(), api_type=api_type
+            ),
+            stdout=self.stdout,
+            stderr=subprocess.DEVNULL if not os.environ.get("ENVOY_LOGS") else None,
         )
         self.process.start()
         self.process.wait_live()
@@ -177,7 +201,10 @@ class Client:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
 
     def request(
-        self, path: str, method: str = "GET", headers: dict[str, str] | None = None,
+        self,
+        path: str,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
         body: bytes | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         for attempt in (1, 2):

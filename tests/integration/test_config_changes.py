@@ -96,19 +96,24 @@ def test_invalid_edits_keep_the_last_good_config_serving(
     write_config(config_file, bad)
     errors = wait_until(
         lambda: [e for e in cp.status()["config"]["errors"] if "unknown service" in e["message"]],
-        5, "schema error reported",
+        5,
+        "schema error reported",
     )
     assert errors[0]["path"] == "listeners[0].virtual_hosts[0].routes[0].service"
     assert client.upstream("/") == "alpha"
 
     # 3. passes our checks, but Envoy (RE2) rejects it: the canary catches it, the fleet never
     #    sees it
-    nacked = base_config(upstreams, listener_port, [
-        {"name": "big", "match": {"regex": "^/a{1001}$"}, "service": "beta"}, *_routes("beta")])
+    nacked = base_config(
+        upstreams,
+        listener_port,
+        [{"name": "big", "match": {"regex": "^/a{1001}$"}, "service": "beta"}, *_routes("beta")],
+    )
     write_config(config_file, nacked)
     errors = wait_until(
         lambda: [e for e in cp.status()["config"]["errors"] if "Envoy rejected" in e["message"]],
-        10, "canary rejection reported",
+        10,
+        "canary rejection reported",
     )
     assert "RDS" in errors[0]["message"] and "repetition" in errors[0]["message"]
     status = cp.status()
@@ -130,13 +135,15 @@ def test_two_envoys_sotw_and_delta_converge(
     # what each one serves is checked through its own admin /config_dump.
     envoy2 = Envoy(cp.xds_port, node_id="envoy-2", api_type="DELTA_GRPC")
     try:
+
         def converged() -> bool:
             nodes = {e["node_id"]: e for e in cp.status()["envoys"]}
             if set(nodes) != {"envoy-1", "envoy-2"}:
                 return False
             return all(
                 t["acked_version"] and t["acked_version"] == t["sent_version"]
-                for n in nodes.values() for t in n["types"].values()
+                for n in nodes.values()
+                for t in n["types"].values()
             ) and all(len(n["types"]) == 4 for n in nodes.values())
 
         wait_until(converged, 15, "both Envoys ACK")

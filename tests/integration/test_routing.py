@@ -10,15 +10,23 @@ from .harness import Client, ControlPlane, Envoy, wait_until
 
 ROUTES: list[dict[str, Any]] = [
     {"name": "exact", "match": {"path": "/exact"}, "service": "beta"},
-    {"name": "by-header", "match": {"prefix": "/api/", "headers": [{"name": "x-variant",
-                                                                    "exact": "gamma"}]},
-     "service": "gamma"},
-    {"name": "post-only", "match": {"prefix": "/api/", "methods": ["POST", "PUT"]},
-     "service": "beta"},
+    {
+        "name": "by-header",
+        "match": {"prefix": "/api/", "headers": [{"name": "x-variant", "exact": "gamma"}]},
+        "service": "gamma",
+    },
+    {
+        "name": "post-only",
+        "match": {"prefix": "/api/", "methods": ["POST", "PUT"]},
+        "service": "beta",
+    },
     {"name": "orders", "match": {"regex": "^/api/orders/[0-9]+$"}, "service": "gamma"},
     {"name": "api", "match": {"prefix": "/api/"}, "service": "alpha", "timeout": "300ms"},
-    {"name": "ping", "match": {"path": "/ping"},
-     "direct_response": {"status": 200, "body": "pong", "content_type": "text/plain"}},
+    {
+        "name": "ping",
+        "match": {"path": "/ping"},
+        "direct_response": {"status": 200, "body": "pong", "content_type": "text/plain"},
+    },
 ]
 
 Stack = Callable[..., tuple[ControlPlane, Envoy]]
@@ -50,7 +58,11 @@ def test_routes_reach_the_right_upstream(stack: Stack, listener_port: int) -> No
     [node] = st["envoys"]
     assert node["node_id"] == "envoy-1"
     assert {t: v["acked_version"] == v["sent_version"] for t, v in node["types"].items()} == {
-        "CDS": True, "EDS": True, "LDS": True, "RDS": True}
+        "CDS": True,
+        "EDS": True,
+        "LDS": True,
+        "RDS": True,
+    }
 
 
 def test_local_replies_are_json_with_request_id(stack: Stack, listener_port: int) -> None:

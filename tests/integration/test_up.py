@@ -58,12 +58,25 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> Non
     config, port = _quickstart_on_free_ports(tmp_path)
     admin = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "meshgate.cli", "up", "--config", str(config),
-         "--xds-port", str(free_port()), "--admin-port", str(admin),
-         "--envoy-admin-port", str(free_port())],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "meshgate.cli",
+            "up",
+            "--config",
+            str(config),
+            "--xds-port",
+            str(free_port()),
+            "--admin-port",
+            str(admin),
+            "--envoy-admin-port",
+            str(free_port()),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
+
         def answered() -> dict[str, object]:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/hello", timeout=1) as r:
                 return dict(json.loads(r.read()))
@@ -72,7 +85,9 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> Non
         assert body["upstream"] == "echo-a"
         status = subprocess.run(
             [sys.executable, "-m", "meshgate.cli", "status", "--url", f"http://127.0.0.1:{admin}"],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         assert status.returncode == 0, status.stderr
         assert "meshgate-local" in status.stdout and "RDS  ACK" in status.stdout
@@ -98,7 +113,9 @@ def test_up_refuses_an_invalid_config(tmp_path: Path) -> None:
     bad.write_text("listeners:\n  - name: x\n    port: 99999\n    virtual_hosts: []\n")
     result = subprocess.run(
         [sys.executable, "-m", "meshgate.cli", "up", "--config", str(bad)],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 1
     assert f"error: {bad}:3:5: listeners[0].port:" in result.stderr

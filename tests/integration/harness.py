@@ -85,20 +85,20 @@ def _tcp_open(port: int) -> bool:
 class ControlPlane:
     """``python -m xds_server`` on free ports, killable and restartable."""
 
-    def __init__(self, config_path: Path, validator: str = "canary") -> None:
+    def __init__(self, config_path: Path, validator: str = "canary", wait: bool = True) -> None:
         self.config_path = config_path
         self.validator = validator
         self.xds_port = free_port()
         self.admin_port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="xds-", suffix=".log", delete=False)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
+        self.start(wait)
 
     @property
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
         self.proc = spawn(
             [
                 sys.executable,
@@ -118,7 +118,24 @@ class ControlPlane:
             stdout=self.log,
             stderr=self.log,
         )
-        wait_until(self._ready, 30, "control plane /readyz")
+        if wait:
+            wait_until(self._ready, 30, "control plane /readyz")
+        else:
+            wait_until(self._live, 30, "control plane /healthz")
+
+    def _live(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.admin_url + "/healthz", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.admin_url + path, timeout=2) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
 
     def _ready(self) -> bool:
         assert self.proc is not None

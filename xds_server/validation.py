@@ -106,6 +106,19 @@ class CanaryValidator:
         self.envoy.stop(grace=1.0)
         self._log.close()
 
+    def _restart(self) -> None:
+        """A dead canary is restarted (it holds no state); the verdict then waits for it."""
+        code = self.envoy.proc.returncode if self.envoy.proc else None
+        self._log.seek(0)
+        tail = self._log.read()[-1000:].decode(errors="replace")
+        log.warning(
+            "canary Envoy was not running; restarting it",
+            extra={"fields": {"exit_code": code, "stderr_tail": tail}},
+        )
+        self._log.seek(0)
+        self._log.truncate()
+        self.envoy.start()
+
     def _accepted(self, snap: Snapshot) -> bool:
         streams = [s for s in self.registry.streams.values() if s.node_id == self.node_id]
         for stream in streams:
@@ -122,8 +135,7 @@ class CanaryValidator:
     async def validate(self, snapshot: Snapshot) -> list[str]:
         async with self._lock:
             if not self.envoy.running():
-                code = self.envoy.proc.returncode if self.envoy.proc else None
-                return [f"canary Envoy is not running (exit code {code})"]
+                self._restart()
             snap = canary_snapshot(snapshot)
             loop = asyncio.get_running_loop()
             verdict: asyncio.Future[list[str]] = loop.create_future()

@@ -74,6 +74,20 @@ class Upstreams:
             stop_process(proc, 2)
 
 
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid``, from /proc."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
 def _tcp_open(port: int) -> bool:
     import socket
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.client
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -11,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .conftest import base_config
-from .harness import Client, ControlPlane, Envoy, Upstreams, wait_until, write_config
+from .harness import Client, ControlPlane, Envoy, Upstreams, child_pids, wait_until, write_config
 
 Stack = Callable[..., tuple[ControlPlane, Envoy]]
 
@@ -183,3 +185,22 @@ def test_control_plane_outage_loses_no_requests(
     assert load.failures == []
     assert served_during_outage > 50
     assert envoy.stats("control_plane.connected_state")["control_plane.connected_state"] == 1
+
+
+def test_a_dead_canary_is_restarted_and_still_judges(
+    stack: Stack, config_file: Path, upstreams: Upstreams, listener_port: int
+) -> None:
+    cp, envoy = stack(_routes("alpha"))
+    client = Client(listener_port)
+    wait_until(lambda: client.upstream("/") == "alpha", 15, "first config")
+    assert cp.proc is not None
+    [canary] = child_pids(cp.proc.pid)
+    os.kill(canary, signal.SIGKILL)
+    write_config(config_file, base_config(upstreams, listener_port, _routes("beta")))
+    wait_until(lambda: client.upstream("/") == "beta", 15, "edit validated by a new canary")
+    assert "restarting it" in cp.logs()
+    # and the new canary still rejects what Envoy rejects
+    bad = [{"name": "big", "match": {"regex": "^/a{1001}$"}, "service": "beta"}]
+    write_config(config_file, base_config(upstreams, listener_port, bad))
+    wait_until(lambda: cp.status()["config"]["errors"], 10, "rejection")
+    assert client.upstream("/") == "beta"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,23 +14,9 @@ import yaml
 
 from meshgate.envoy_process import free_port
 
-from .harness import wait_until
+from .harness import child_pids, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == pid:
-                out.append(int(entry))
-    return out
 
 
 def _alive(pid: int) -> bool:
@@ -91,9 +76,9 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> Non
         )
         assert status.returncode == 0, status.stderr
         assert "meshgate-local" in status.stdout and "RDS  ACK" in status.stdout
-        children = _children(proc.pid)
+        children = child_pids(proc.pid)
         assert len(children) == 4  # two demo upstreams, the control plane, Envoy
-        grandchildren = [g for c in children for g in _children(c)]  # the canary Envoy
+        grandchildren = [g for c in children for g in child_pids(c)]  # the canary Envoy
         assert grandchildren
     finally:
         proc.send_signal(sig)

@@ -68,6 +68,7 @@ class ControlPlane:
         self.registry.add_listener(self.metrics.on_event)
         self.publisher = Publisher(self.cache, None, self.metrics, source=settings.config)
         self.server: grpc.aio.Server | None = None
+        self.servicer: AdsServicer | None = None
         self.admin: AdminServer | None = None
         self.canary: CanaryValidator | None = None
         self.xds_port = 0
@@ -129,7 +130,8 @@ class ControlPlane:
                 ("grpc.max_send_message_length", 256 * 1024 * 1024),
             ]
         )
-        add_to_server(self.server, AdsServicer(self.cache, self.registry))
+        self.servicer = AdsServicer(self.cache, self.registry)
+        add_to_server(self.server, self.servicer)
         self.xds_port = self.server.add_insecure_port(s.xds_address)
         if self.xds_port == 0:
             raise OSError(f"cannot listen for xDS on {s.xds_address}")
@@ -172,6 +174,10 @@ class ControlPlane:
         if self.canary is not None:
             await asyncio.to_thread(self.canary.stop)
         if self.server is not None:
+            # ADS streams never end by themselves: close them (Envoys keep their config and
+            # reconnect), then stop the server.
+            if self.servicer is not None:
+                self.servicer.close()
             await self.server.stop(grace)
         if self.admin is not None:
             await self.admin.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 from .conftest import base_config
@@ -55,4 +56,32 @@ def test_not_ready_until_a_valid_config_then_metrics_follow(
     finally:
         if envoy is not None:
             envoy.stop()
+        cp.stop()
+
+
+def test_sigterm_closes_streams_and_exits_cleanly(
+    tmp_path: Path, upstreams: Upstreams, listener_port: int
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    routes = [{"match": {"prefix": "/"}, "service": "alpha"}]
+    write_config(config, base_config(upstreams, listener_port, routes))
+    cp = ControlPlane(config)
+    envoy = Envoy(cp.xds_port)
+    try:
+        wait_until(lambda: cp.status()["envoys"], 10, "Envoy connected")
+        assert cp.proc is not None
+        cp.proc.send_signal(signal.SIGTERM)
+        assert cp.proc.wait(timeout=10) == 0
+        logs = cp.logs()
+        assert "control plane stopped" in logs and "Traceback" not in logs
+        # Envoy noticed the stream end and keeps serving what it has
+        wait_until(
+            lambda: (
+                envoy.stats("control_plane.connected_state")["control_plane.connected_state"] == 0
+            ),
+            10,
+            "Envoy sees the control plane gone",
+        )
+    finally:
+        envoy.stop()
         cp.stop()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -18,15 +17,13 @@ from typing import Any
 
 import pytest
 
+from meshgate.envoy_process import find_envoy
 from tests.xds_client import AdsServer, mesh, serve_ads
 from xds_server.cache import DEFAULT_GROUP
 from xds_server.snapshot import CLUSTER, ENDPOINT, LISTENER, ORDER, ROUTE
 from xds_server.status import StatusEvent
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("envoy") is None, reason="envoy binary not on PATH"),
-]
+pytestmark = [pytest.mark.integration]
 
 NODE = "envoy-it"
 GOOD = mesh({"backend": 18080}, {"r1": ["backend"]}, {"l1": ("r1", 0)})
@@ -135,7 +132,7 @@ async def test_envoy_acks_config_and_nacks_invalid_route(
     admin_path = tmp_path / "admin.txt"
     log = (tmp_path / "envoy.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
-        "envoy",
+        find_envoy(),
         "-c",
         str(config),
         "--use-dynamic-base-id",

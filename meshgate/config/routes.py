@@ -1,0 +1,119 @@
+"""Virtual hosts and routes: which requests go where."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+
+from .regex import Regex
+from .values import (
+    HEADER_NAME_PATTERN,
+    MAX_DIRECT_RESPONSE_BODY_BYTES,
+    Duration,
+    HttpMethod,
+    Model,
+    Name,
+    check_header_name,
+    exactly_one,
+    not_bool,
+)
+
+
+class HeaderMatch(Model):
+    """Match a request header by exact value, prefix, regex or mere presence."""
+
+    name: Annotated[
+        str, Field(min_length=1, pattern=HEADER_NAME_PATTERN), BeforeValidator(check_header_name)
+    ]
+    exact: str | None = None
+    prefix: str | None = None
+    regex: Regex | None = None
+    present: bool | None = None
+    invert: bool = False
+
+    @model_validator(mode="after")
+    def _one_matcher(self) -> HeaderMatch:
+        exactly_one(self, ("exact", "prefix", "regex", "present"), "a header match")
+        return self
+
+
+class RouteMatch(Model):
+    """Which requests a route takes: one path matcher, optionally narrowed by method and headers."""
+
+    prefix: str | None = None
+    path: str | None = None
+    regex: Regex | None = None
+    methods: list[HttpMethod] = Field(default_factory=list)
+    headers: list[HeaderMatch] = Field(default_factory=list)
+    case_sensitive: bool = True
+
+    @field_validator("prefix", "path")
+    @classmethod
+    def _starts_with_slash(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError(f"must start with '/', got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_path_matcher(self) -> RouteMatch:
+        exactly_one(self, ("prefix", "path", "regex"), "a route match")
+        return self
+
+
+class DirectResponse(Model):
+    """Envoy answers by itself, without an upstream (health pages, redirects, stubs)."""
+
+    status: Annotated[int, Field(ge=200, le=599), BeforeValidator(not_bool)] = 200
+    body: str = ""
+    content_type: str = "text/plain"
+
+    @field_validator("body")
+    @classmethod
+    def _fits_envoy_limit(cls, v: str) -> str:
+        size = len(v.encode("utf-8"))
+        if size > MAX_DIRECT_RESPONSE_BODY_BYTES:
+            raise ValueError(
+                f"body is {size} bytes; Envoy serves at most {MAX_DIRECT_RESPONSE_BODY_BYTES} "
+                "bytes in a direct response"
+            )
+        return v
+
+
+class Route(Model):
+    """One route: a match, and either an upstream service or a direct response."""
+
+    name: Name | None = None
+    match: RouteMatch
+    service: str | None = None
+    direct_response: DirectResponse | None = None
+    timeout: Duration | None = Field(
+        default=None,
+        description="whole-request upstream timeout; 0 disables it; default 15s (Envoy's)",
+    )
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_needs_service(cls, v: timedelta | None, info: ValidationInfo) -> timedelta | None:
+        # A field validator (not the model one) so the error points at the 'timeout' line;
+        # 'direct_response' is declared first and so is already in info.data.
+        if v is not None and info.data.get("direct_response") is not None:
+            raise ValueError(
+                "'timeout' applies only to routes with a 'service', not to a 'direct_response'"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Route:
+        exactly_one(self, ("service", "direct_response"), "a route")
+        return self
+
+
+class VirtualHost(Model):
+    name: Name
+    # Envoy refuses a virtual host without domains, so an empty list is an error here too.
+    domains: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = Field(
+        default_factory=lambda: ["*"]
+    )
+    routes: Annotated[list[Route], Field(min_length=1)]

@@ -1,0 +1,59 @@
+"""Clusters and their endpoints (EDS over ADS)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, protocol_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+
+from meshgate.config import (
+    Endpoint,
+    Service,
+)
+
+#: Fields of every access-log line (Envoy substitution formatter, JSON typed output).
+from .protos import ADS, duration, pack
+
+
+def compile_cluster(service: Service) -> cluster_pb2.Cluster:
+    cluster = cluster_pb2.Cluster(
+        name=service.name,
+        type=cluster_pb2.Cluster.EDS,
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ADS),
+        connect_timeout=duration(service.connect_timeout),
+        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+    )
+    if service.protocol == "http2":
+        opts = http_protocol_options_pb2.HttpProtocolOptions(
+            explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+                http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
+            )
+        )
+        cluster.typed_extension_protocol_options[
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        ].CopyFrom(pack(opts))
+    return cluster
+
+
+def compile_load_assignment(
+    service: Service, discovered: Sequence[Endpoint] = ()
+) -> endpoint_pb2.ClusterLoadAssignment:
+    lb_endpoints = []
+    for ep in [*service.endpoints, *discovered]:
+        lbe = endpoint_components_pb2.LbEndpoint(
+            endpoint=endpoint_components_pb2.Endpoint(
+                address=address_pb2.Address(
+                    socket_address=address_pb2.SocketAddress(address=ep.address, port_value=ep.port)
+                )
+            )
+        )
+        if ep.weight is not None:
+            lbe.load_balancing_weight.value = ep.weight
+        lb_endpoints.append(lbe)
+    return endpoint_pb2.ClusterLoadAssignment(
+        cluster_name=service.name,
+        endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb_endpoints)],
+    )

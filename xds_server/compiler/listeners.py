@@ -1,0 +1,131 @@
+"""Listeners: the HTTP connection manager, JSON access logs and JSON local replies."""
+
+from __future__ import annotations
+
+from envoy.config.accesslog.v3 import accesslog_pb2
+from envoy.config.core.v3 import address_pb2
+from envoy.config.core.v3 import substitution_format_string_pb2 as sfs_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.access_loggers.stream.v3 import stream_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from google.protobuf import wrappers_pb2
+
+from meshgate.config import (
+    Listener,
+)
+
+#: Fields of every access-log line (Envoy substitution formatter, JSON typed output).
+from .protos import ADS, json_format_string, pack, struct
+
+ACCESS_LOG_FORMAT: dict[str, str] = {
+    "time": "%START_TIME%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "authority": "%REQ(:AUTHORITY)%",
+    "protocol": "%PROTOCOL%",
+    "status": "%RESPONSE_CODE%",
+    "flags": "%RESPONSE_FLAGS%",
+    "details": "%RESPONSE_CODE_DETAILS%",
+    "listener": "%DOWNSTREAM_LOCAL_ADDRESS%",
+    "route": "%ROUTE_NAME%",
+    "upstream_cluster": "%UPSTREAM_CLUSTER%",
+    "upstream_host": "%UPSTREAM_HOST%",
+    "duration_ms": "%DURATION%",
+    "upstream_ms": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+    "bytes_in": "%BYTES_RECEIVED%",
+    "bytes_out": "%BYTES_SENT%",
+    "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+    "user_agent": "%REQ(USER-AGENT)%",
+}
+
+#: Local replies that Envoy generates itself (response flag set) get a JSON body; the message
+#: for "no route" is ours because Envoy's body for it is empty. Direct-response routes carry no
+#: response flag and keep the body the operator configured.
+LOCAL_REPLY_MESSAGES: tuple[tuple[str, str], ...] = (
+    ("NR", "no route matches this request"),
+    ("NC", "the route's upstream service is not configured"),
+    ("UH", "no healthy upstream endpoint for this route"),
+    ("UT", "the upstream did not answer within the route timeout"),
+)
+
+
+def local_reply_config() -> hcm_pb2.LocalReplyConfig:
+    envelope = {
+        "error": "%RESPONSE_CODE_DETAILS%",
+        "message": "%LOCAL_REPLY_BODY%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+    }
+    mappers = [
+        hcm_pb2.ResponseMapper(
+            filter=accesslog_pb2.AccessLogFilter(
+                response_flag_filter=accesslog_pb2.ResponseFlagFilter(flags=[flag])
+            ),
+            body_format_override=json_format_string({**envelope, "message": message}),
+        )
+        for flag, message in LOCAL_REPLY_MESSAGES
+    ]
+    # Any other Envoy-generated reply (reset, overflow, protocol error...): Envoy's own text.
+    mappers.append(
+        hcm_pb2.ResponseMapper(
+            filter=accesslog_pb2.AccessLogFilter(
+                response_flag_filter=accesslog_pb2.ResponseFlagFilter()
+            ),
+            body_format_override=json_format_string(envelope),
+        )
+    )
+    return hcm_pb2.LocalReplyConfig(mappers=mappers)
+
+
+def access_log() -> accesslog_pb2.AccessLog:
+    return accesslog_pb2.AccessLog(
+        name="envoy.access_loggers.stdout",
+        typed_config=pack(
+            stream_pb2.StdoutAccessLog(
+                log_format=sfs_pb2.SubstitutionFormatString(json_format=struct(ACCESS_LOG_FORMAT))
+            )
+        ),
+    )
+
+
+def compile_listener(listener: Listener) -> listener_pb2.Listener:
+    hcm = hcm_pb2.HttpConnectionManager(
+        stat_prefix=listener.name,
+        codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+        rds=hcm_pb2.Rds(route_config_name=listener.name, config_source=ADS),
+        http_filters=[
+            hcm_pb2.HttpFilter(
+                name="envoy.filters.http.router", typed_config=pack(router_pb2.Router())
+            )
+        ],
+        access_log=[access_log()],
+        local_reply_config=local_reply_config(),
+        always_set_request_id_in_response=True,
+        preserve_external_request_id=listener.request_id == "preserve_or_generate",
+        # Edge defaults: the client address is the peer (not a spoofable XFF), paths are
+        # normalised before matching so /a/../b cannot sneak past a route.
+        use_remote_address=wrappers_pb2.BoolValue(value=True),
+        normalize_path=wrappers_pb2.BoolValue(value=True),
+        merge_slashes=True,
+    )
+    return listener_pb2.Listener(
+        name=listener.name,
+        address=address_pb2.Address(
+            socket_address=address_pb2.SocketAddress(
+                address=listener.address, port_value=listener.port
+            )
+        ),
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[
+                    listener_components_pb2.Filter(
+                        name="envoy.filters.network.http_connection_manager",
+                        typed_config=pack(hcm),
+                    )
+                ]
+            )
+        ],
+    )

@@ -1,0 +1,99 @@
+"""Route configurations: virtual hosts, route matches and route actions."""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from google.protobuf import wrappers_pb2
+
+from meshgate.config import (
+    HeaderMatch,
+    Listener,
+    Route,
+    RouteMatch,
+    VirtualHost,
+    route_name,
+)
+
+#: Fields of every access-log line (Envoy substitution formatter, JSON typed output).
+from .protos import duration
+
+
+def string_match(
+    exact: str | None, prefix: str | None, regex: str | None
+) -> string_pb2.StringMatcher:
+    if exact is not None:
+        return string_pb2.StringMatcher(exact=exact)
+    if prefix is not None:
+        return string_pb2.StringMatcher(prefix=prefix)
+    return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=regex or ""))
+
+
+def header_matcher(h: HeaderMatch) -> rc_pb2.HeaderMatcher:
+    if h.present is not None:
+        return rc_pb2.HeaderMatcher(name=h.name, present_match=h.present, invert_match=h.invert)
+    return rc_pb2.HeaderMatcher(
+        name=h.name, string_match=string_match(h.exact, h.prefix, h.regex), invert_match=h.invert
+    )
+
+
+def compile_match(match: RouteMatch) -> rc_pb2.RouteMatch:
+    rm = rc_pb2.RouteMatch(
+        case_sensitive=wrappers_pb2.BoolValue(value=match.case_sensitive),
+        headers=[header_matcher(h) for h in match.headers],
+    )
+    if match.prefix is not None:
+        rm.prefix = match.prefix
+    elif match.path is not None:
+        rm.path = match.path
+    else:
+        rm.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=match.regex or ""))
+    if match.methods:
+        methods = sorted(set(match.methods))
+        if len(methods) == 1:
+            matcher = string_pb2.StringMatcher(exact=methods[0])
+        else:
+            matcher = string_pb2.StringMatcher(
+                safe_regex=regex_pb2.RegexMatcher(regex=f"^({'|'.join(methods)})$")
+            )
+        rm.headers.insert(0, rc_pb2.HeaderMatcher(name=":method", string_match=matcher))
+    return rm
+
+
+def compile_route(vhost: VirtualHost, index: int, route: Route) -> rc_pb2.Route:
+    out = rc_pb2.Route(name=route_name(vhost, index, route), match=compile_match(route.match))
+    if route.direct_response is not None:
+        dr = route.direct_response
+        out.direct_response.CopyFrom(
+            rc_pb2.DirectResponseAction(
+                status=dr.status, body=base_pb2.DataSource(inline_string=dr.body)
+            )
+        )
+        out.response_headers_to_add.append(
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key="content-type", value=dr.content_type),
+                append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+            )
+        )
+        return out
+    action = rc_pb2.RouteAction(cluster=route.service or "")
+    if route.timeout is not None:
+        action.timeout.CopyFrom(duration(route.timeout))
+    out.route.CopyFrom(action)
+    return out
+
+
+def compile_route_configuration(listener: Listener) -> route_pb2.RouteConfiguration:
+    return route_pb2.RouteConfiguration(
+        name=listener.name,
+        virtual_hosts=[
+            rc_pb2.VirtualHost(
+                name=vh.name,
+                domains=vh.domains,
+                routes=[compile_route(vh, i, r) for i, r in enumerate(vh.routes)],
+            )
+            for vh in listener.virtual_hosts
+        ],
+    )

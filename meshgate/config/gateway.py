@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from .protection import Compression, Limits, ServerHeader, Timeouts
 from .routes import VirtualHost
 from .services import Service
 from .values import IpAddress, Model, Name, Port
@@ -21,6 +22,12 @@ class Listener(Model):
         description="keep a client's x-request-id (for end-to-end correlation) or always "
         "replace it with a fresh UUID (when clients must not choose ids)",
     )
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    limits: Limits = Field(default_factory=Limits)
+    compression: Compression | None = Field(
+        default=None, description="compress responses of every route (a route may opt out)"
+    )
+    server_header: ServerHeader = Field(default_factory=ServerHeader)
 
 
 class DemoUpstream(Model):

@@ -7,7 +7,10 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
+from .protection import Cors, SecurityHeaders, Size
 from .regex import Regex
+from .resilience import RetryPolicy
+from .traffic import HeaderMutation, Rewrite, SessionAffinity, Split, WebSocket
 from .values import (
     HEADER_NAME_PATTERN,
     MAX_DIRECT_RESPONSE_BODY_BYTES,
@@ -82,16 +85,40 @@ class DirectResponse(Model):
 
 
 class Route(Model):
-    """One route: a match, and either an upstream service or a direct response."""
+    """One route: a match, and an upstream service, a split between services, or a direct
+    response; plus the policies Envoy applies on the way."""
 
     name: Name | None = None
     match: RouteMatch
-    service: str | None = None
     direct_response: DirectResponse | None = None
+    service: str | None = None
+    split: Split | None = None
     timeout: Duration | None = Field(
         default=None,
         description="whole-request upstream timeout; 0 disables it; default 15s (Envoy's)",
     )
+    idle_timeout: Duration | None = Field(
+        default=None, description="reset the stream after this long without activity"
+    )
+    retries: RetryPolicy | None = Field(
+        default=None, description="default: the service's 'retries', else no retries"
+    )
+    rewrite: Rewrite | None = None
+    request_headers: HeaderMutation | None = None
+    response_headers: HeaderMutation | None = None
+    session_affinity: SessionAffinity | None = None
+    websocket: WebSocket | None = None
+    max_request_bytes: Size | None = Field(
+        default=None, description="larger request bodies get a JSON 413 and never reach upstream"
+    )
+    cors: Cors | None = Field(default=None, description="overrides the virtual host's 'cors'")
+    security_headers: SecurityHeaders | None = Field(
+        default=None, description="overrides the virtual host's 'security_headers'"
+    )
+    compression: bool | None = Field(
+        default=None, description="false turns the listener's compression off for this route"
+    )
+    cache: bool = Field(default=False, description="serve cacheable GET responses from memory")
 
     @field_validator("timeout")
     @classmethod
@@ -106,7 +133,27 @@ class Route(Model):
 
     @model_validator(mode="after")
     def _one_action(self) -> Route:
-        exactly_one(self, ("service", "direct_response"), "a route")
+        exactly_one(self, ("service", "split", "direct_response"), "a route")
+        if self.direct_response is not None:
+            upstream_only = [
+                f
+                for f in (
+                    "idle_timeout",
+                    "retries",
+                    "rewrite",
+                    "session_affinity",
+                    "websocket",
+                    "max_request_bytes",
+                )
+                if getattr(self, f) is not None
+            ]
+            if self.cache:
+                upstream_only.append("cache")
+            if upstream_only:
+                raise ValueError(
+                    f"{', '.join(repr(f) for f in upstream_only)} only apply to routes with a "
+                    "'service' or 'split', not to a 'direct_response'"
+                )
         return self
 
 
@@ -117,3 +164,7 @@ class VirtualHost(Model):
         default_factory=lambda: ["*"]
     )
     routes: Annotated[list[Route], Field(min_length=1)]
+    cors: Cors | None = None
+    security_headers: SecurityHeaders | None = None
+    request_headers: HeaderMutation | None = None
+    response_headers: HeaderMutation | None = None

@@ -7,6 +7,14 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator
 
+from .resilience import (
+    CircuitBreakers,
+    ConnectionPool,
+    HealthCheck,
+    LbPolicy,
+    OutlierDetection,
+    RetryPolicy,
+)
 from .values import Duration, IpAddress, Model, Name, Port, not_bool
 
 
@@ -23,6 +31,14 @@ class Service(Model):
     endpoints: list[Endpoint] = Field(default_factory=list)
     connect_timeout: Duration = Field(default=timedelta(seconds=1))
     protocol: Literal["http1", "http2"] = "http1"
+    lb_policy: LbPolicy = "round_robin"
+    retries: RetryPolicy | None = Field(
+        default=None, description="default retry policy of every route to this service"
+    )
+    circuit_breakers: CircuitBreakers | None = None
+    outlier_detection: OutlierDetection | None = None
+    health_check: HealthCheck | None = None
+    connection_pool: ConnectionPool | None = None
 
     @field_validator("connect_timeout")
     @classmethod

@@ -14,12 +14,15 @@ from meshgate.config import Endpoint, GatewayConfig
 
 from ..snapshot import Resource, Snapshot
 from .clusters import compile_cluster, compile_load_assignment
+from .context import ListenerContext, RouteContext
 from .listeners import ACCESS_LOG_FORMAT, LOCAL_REPLY_MESSAGES, compile_listener
 from .routes import compile_match, compile_route, compile_route_configuration
 
 __all__ = [
     "ACCESS_LOG_FORMAT",
     "LOCAL_REPLY_MESSAGES",
+    "ListenerContext",
+    "RouteContext",
     "compile_cluster",
     "compile_listener",
     "compile_load_assignment",
@@ -38,7 +41,7 @@ def compile_resources(
     discovered = discovered or {}
     out: list[Resource] = []
     for service in config.services:
-        out.append(Resource.of(service.name, compile_cluster(service)))
+        out.append(Resource.of(service.name, compile_cluster(service, config)))
         out.append(
             Resource.of(
                 service.name,
@@ -46,8 +49,9 @@ def compile_resources(
             )
         )
     for listener in config.listeners:
-        out.append(Resource.of(listener.name, compile_listener(listener)))
-        out.append(Resource.of(listener.name, compile_route_configuration(listener)))
+        ctx = ListenerContext(config, listener)
+        out.append(Resource.of(listener.name, compile_listener(ctx)))
+        out.append(Resource.of(listener.name, compile_route_configuration(ctx)))
     return out
 
 

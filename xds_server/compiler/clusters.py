@@ -9,16 +9,13 @@ from envoy.config.core.v3 import address_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
-from meshgate.config import (
-    Endpoint,
-    Service,
-)
+from meshgate.config import Endpoint, GatewayConfig, Service
 
-#: Fields of every access-log line (Envoy substitution formatter, JSON typed output).
+from . import resilience
 from .protos import ADS, duration, pack
 
 
-def compile_cluster(service: Service) -> cluster_pb2.Cluster:
+def compile_cluster(service: Service, config: GatewayConfig) -> cluster_pb2.Cluster:
     cluster = cluster_pb2.Cluster(
         name=service.name,
         type=cluster_pb2.Cluster.EDS,
@@ -35,6 +32,7 @@ def compile_cluster(service: Service) -> cluster_pb2.Cluster:
         cluster.typed_extension_protocol_options[
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         ].CopyFrom(pack(opts))
+    resilience.apply_cluster(service, config, cluster)
     return cluster
 
 

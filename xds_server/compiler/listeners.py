@@ -13,13 +13,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import wrappers_pb2
 
-from meshgate.config import (
-    Listener,
-)
-
-#: Fields of every access-log line (Envoy substitution formatter, JSON typed output).
+from . import protection
+from .context import ListenerContext
 from .protos import ADS, json_format_string, pack, struct
 
+#: Fields of every access-log line (Envoy substitution formatter, JSON typed output).
 ACCESS_LOG_FORMAT: dict[str, str] = {
     "time": "%START_TIME%",
     "request_id": "%REQ(X-REQUEST-ID)%",
@@ -91,15 +89,17 @@ def access_log() -> accesslog_pb2.AccessLog:
     )
 
 
-def compile_listener(listener: Listener) -> listener_pb2.Listener:
+def compile_listener(ctx: ListenerContext) -> listener_pb2.Listener:
+    listener = ctx.listener
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=listener.name,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(route_config_name=listener.name, config_source=ADS),
         http_filters=[
+            *protection.http_filters(ctx),
             hcm_pb2.HttpFilter(
                 name="envoy.filters.http.router", typed_config=pack(router_pb2.Router())
-            )
+            ),
         ],
         access_log=[access_log()],
         local_reply_config=local_reply_config(),
@@ -111,7 +111,8 @@ def compile_listener(listener: Listener) -> listener_pb2.Listener:
         normalize_path=wrappers_pb2.BoolValue(value=True),
         merge_slashes=True,
     )
-    return listener_pb2.Listener(
+    protection.apply_hcm(ctx, hcm)
+    out = listener_pb2.Listener(
         name=listener.name,
         address=address_pb2.Address(
             socket_address=address_pb2.SocketAddress(
@@ -129,3 +130,5 @@ def compile_listener(listener: Listener) -> listener_pb2.Listener:
             )
         ],
     )
+    protection.apply_listener(ctx, out)
+    return out

@@ -10,8 +10,7 @@ from envoy.config.core.v3 import substitution_format_string_pb2 as sfs_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2
 from google.protobuf.message import Message
 
-#: Fields of every access-log line (Envoy substitution formatter, JSON typed output).
-
+#: Every dynamic resource comes over the one ADS stream.
 ADS = config_source_pb2.ConfigSource(
     ads=config_source_pb2.AggregatedConfigSource(),
     resource_api_version=config_source_pb2.V3,

@@ -8,16 +8,10 @@ from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import wrappers_pb2
 
-from meshgate.config import (
-    HeaderMatch,
-    Listener,
-    Route,
-    RouteMatch,
-    VirtualHost,
-    route_name,
-)
+from meshgate.config import HeaderMatch, Route, RouteMatch, route_name
 
-#: Fields of every access-log line (Envoy substitution formatter, JSON typed output).
+from . import protection, resilience, traffic
+from .context import ListenerContext, RouteContext
 from .protos import duration
 
 
@@ -62,8 +56,9 @@ def compile_match(match: RouteMatch) -> rc_pb2.RouteMatch:
     return rm
 
 
-def compile_route(vhost: VirtualHost, index: int, route: Route) -> rc_pb2.Route:
-    out = rc_pb2.Route(name=route_name(vhost, index, route), match=compile_match(route.match))
+def compile_route(route: Route, index: int, ctx: RouteContext) -> list[rc_pb2.Route]:
+    """One config route as Envoy routes (usually one; a sticky split needs one per variant)."""
+    out = rc_pb2.Route(name=route_name(ctx.vhost, index, route), match=compile_match(route.match))
     if route.direct_response is not None:
         dr = route.direct_response
         out.direct_response.CopyFrom(
@@ -77,23 +72,31 @@ def compile_route(vhost: VirtualHost, index: int, route: Route) -> rc_pb2.Route:
                 append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
             )
         )
-        return out
-    action = rc_pb2.RouteAction(cluster=route.service or "")
+        traffic.apply_route(route, ctx, out)
+        protection.apply_route(route, ctx, out)
+        return [out]
+    action = traffic.route_action(route, ctx)
     if route.timeout is not None:
         action.timeout.CopyFrom(duration(route.timeout))
+    if route.idle_timeout is not None:
+        action.idle_timeout.CopyFrom(duration(route.idle_timeout))
+    resilience.apply_route(route, ctx, action)
     out.route.CopyFrom(action)
-    return out
+    traffic.apply_route(route, ctx, out)
+    protection.apply_route(route, ctx, out)
+    return traffic.expand(route, ctx, out)
 
 
-def compile_route_configuration(listener: Listener) -> route_pb2.RouteConfiguration:
-    return route_pb2.RouteConfiguration(
-        name=listener.name,
-        virtual_hosts=[
-            rc_pb2.VirtualHost(
-                name=vh.name,
-                domains=vh.domains,
-                routes=[compile_route(vh, i, r) for i, r in enumerate(vh.routes)],
-            )
-            for vh in listener.virtual_hosts
-        ],
-    )
+def compile_route_configuration(ctx: ListenerContext) -> route_pb2.RouteConfiguration:
+    vhosts = []
+    for vh in ctx.listener.virtual_hosts:
+        rctx = RouteContext(ctx.config, ctx.listener, vh)
+        out = rc_pb2.VirtualHost(
+            name=vh.name,
+            domains=vh.domains,
+            routes=[r for i, route in enumerate(vh.routes) for r in compile_route(route, i, rctx)],
+        )
+        traffic.apply_vhost(vh, out)
+        protection.apply_vhost(vh, ctx, out)
+        vhosts.append(out)
+    return route_pb2.RouteConfiguration(name=ctx.listener.name, virtual_hosts=vhosts)

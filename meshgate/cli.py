@@ -7,10 +7,13 @@ import asyncio
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xds_server.snapshot import Snapshot
 
 from .launcher import UpOptions, default_config_path, fetch_status, run_up
-from .loader import ConfigError, load_config
+from .loader import ConfigError, LoadedConfig, load_config, print_problems
 
 
 def _cmd_up(a: argparse.Namespace) -> int:
@@ -27,20 +30,26 @@ def _cmd_up(a: argparse.Namespace) -> int:
     )
 
 
-def _cmd_validate(a: argparse.Namespace) -> int:
+def _compile(path: str) -> tuple[LoadedConfig, Snapshot] | None:
+    """Load and compile ``path``; on failure print every problem and return None."""
     from xds_server.compiler import compile_snapshot
     from xds_server.snapshot import InconsistentSnapshotError
 
     try:
-        loaded = load_config(a.file)
-        snapshot = compile_snapshot(loaded.config)
+        loaded = load_config(path)
+        return loaded, compile_snapshot(loaded.config)
     except ConfigError as exc:
-        for p in exc.problems:
-            print(f"error: {p}", file=sys.stderr)
-        return 1
+        print_problems(exc)
     except InconsistentSnapshotError as exc:
-        print(f"error: {a.file}: {exc}", file=sys.stderr)
+        print(f"error: {path}: {exc}", file=sys.stderr)
+    return None
+
+
+def _cmd_validate(a: argparse.Namespace) -> int:
+    compiled = _compile(a.file)
+    if compiled is None:
         return 1
+    loaded, snapshot = compiled
     if a.with_envoy:
         from xds_server.validation import ValidateModeValidator
 
@@ -59,21 +68,12 @@ def _cmd_validate(a: argparse.Namespace) -> int:
 
 
 def _cmd_render(a: argparse.Namespace) -> int:
-    from xds_server.compiler import compile_snapshot
-    from xds_server.snapshot import InconsistentSnapshotError
-
     from .render import snapshot_to_dict
 
-    try:
-        snapshot = compile_snapshot(load_config(a.file).config)
-    except ConfigError as exc:
-        for p in exc.problems:
-            print(f"error: {p}", file=sys.stderr)
+    compiled = _compile(a.file)
+    if compiled is None:
         return 1
-    except InconsistentSnapshotError as exc:
-        print(f"error: {a.file}: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(snapshot_to_dict(snapshot), indent=2))
+    print(json.dumps(snapshot_to_dict(compiled[1]), indent=2))
     return 0
 
 

@@ -23,7 +23,7 @@ from types import FrameType
 from .bootstrap import BootstrapParams
 from .config import GatewayConfig, Route
 from .envoy_process import EnvoyNotFoundError, EnvoyProcess, find_envoy, spawn, stop_process
-from .loader import ConfigError, load_config
+from .loader import ConfigError, load_config, print_problems
 
 
 @dataclass
@@ -175,8 +175,7 @@ def run_up(opts: UpOptions) -> int:
         loaded = load_config(config_path)
         find_envoy(opts.envoy_path)
     except ConfigError as exc:
-        for p in exc.problems:
-            print(f"error: {p}", file=sys.stderr)
+        print_problems(exc)
         return 1
     except EnvoyNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -8,10 +8,11 @@ operator fixes a file in one pass. Locations come from PyYAML's node tree, so an
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 from pydantic import ValidationError
@@ -216,3 +217,10 @@ def load_config(path: str | Path) -> LoadedConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigProblem(str(p), "", f"cannot read file: {exc}")]) from None
     return parse_config(text, str(p))
+
+
+def print_problems(exc: ConfigError, file: TextIO | None = None) -> None:
+    """One ``error: file:line:col: path: message`` line per problem (stderr by default)."""
+    out = file if file is not None else sys.stderr
+    for problem in exc.problems:
+        print(f"error: {problem}", file=out)

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from meshgate.admin_http import AdminServer, make_admin_app
+from meshgate.gc_pause import gc_paused
 from meshgate.loader import ConfigError, LoadedConfig
 from meshgate.logs import setup_logging
 
@@ -83,9 +84,10 @@ class ControlPlane:
         async with self._publish_lock:
             started = time.perf_counter()
             try:
-                snapshot = compile_snapshot(
-                    loaded.config, labels={"source": loaded.source, "digest": loaded.digest}
-                )
+                with gc_paused():
+                    snapshot = compile_snapshot(
+                        loaded.config, labels={"source": loaded.source, "digest": loaded.digest}
+                    )
             except InconsistentSnapshotError as exc:
                 self.publisher.reject(
                     [{"file": loaded.source, "path": "", "message": str(exc)}], loaded.digest

@@ -14,6 +14,7 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from meshgate.gc_pause import gc_paused
 from meshgate.loader import ConfigError, ConfigProblem, LoadedConfig, parse_config
 
 log = logging.getLogger("meshgate.source.file")
@@ -60,7 +61,8 @@ class FileConfigSource:
             return
         self._last_digest = digest
         try:
-            loaded = parse_config(text, str(self.path))
+            with gc_paused():
+                loaded = parse_config(text, str(self.path))
         except ConfigError as exc:
             self.on_error(exc, digest)
             return

@@ -6,8 +6,9 @@ Two validators share one interface:
   plane's own ADS server as node ``meshgate-canary-<pid>``. Each candidate snapshot is served
   to it first (listeners with ``bind_to_port: false`` so it never competes for real ports); the
   candidate is accepted when the canary has ACKed every type at the candidate's versions and
-  rejected with Envoy's own error text on the first NACK. Measured here: tens of milliseconds
-  per change, against ~2.3 s for a fresh ``envoy --mode validate`` process.
+  rejected with Envoy's own error text on the first NACK. Measured here (bench/xds_scale.py,
+  2 cores): 13 ms per change at 100 routes and ~130 ms at 1,000, against 66 ms and ~230 ms for
+  a fresh ``envoy --mode validate`` process (which is slightly faster only at 10,000 routes).
 * :class:`ValidateModeValidator`: ``envoy --mode validate`` on a static bootstrap holding the
   candidate's resources; slower, but needs no running process. Used when the canary cannot run.
 """

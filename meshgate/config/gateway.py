@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -49,5 +50,14 @@ class GatewayConfig(Model):
     services: list[Service] = Field(default_factory=list)
     demo_upstreams: list[DemoUpstream] = Field(default_factory=list)
 
+    @cached_property
+    def _services_by_name(self) -> dict[str, Service]:
+        # first definition wins, as reference_errors() reports later duplicates
+        out: dict[str, Service] = {}
+        for svc in self.services:
+            out.setdefault(svc.name, svc)
+        return out
+
     def service(self, name: str) -> Service | None:
-        return next((s for s in self.services if s.name == name), None)
+        """O(1): called once per route by the reference checks and the compiler."""
+        return self._services_by_name.get(name)

@@ -10,6 +10,7 @@ from typing import Any
 
 from .gateway import GatewayConfig
 from .routes import Route, VirtualHost
+from .traffic import route_issues
 from .values import address_key
 
 
@@ -99,6 +100,7 @@ def reference_errors(config: GatewayConfig) -> list[Issue]:
                             f"unknown service {route.service!r} (defined services: {known})",
                         )
                     )
+                issues += route_issues(config, route, rpath)
     issues += _demo_port_clashes(config, bound)
     return issues
 

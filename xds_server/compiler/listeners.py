@@ -31,6 +31,9 @@ ACCESS_LOG_FORMAT: dict[str, str] = {
     "listener": "%DOWNSTREAM_LOCAL_ADDRESS%",
     "route": "%ROUTE_NAME%",
     "upstream_cluster": "%UPSTREAM_CLUSTER%",
+    # Set by a split's ClusterWeight before the request goes upstream; the router adds it to
+    # the downstream request headers, which are what the access log reads.
+    "variant": "%REQ(X-MESHGATE-VARIANT)%",
     "upstream_host": "%UPSTREAM_HOST%",
     "duration_ms": "%DURATION%",
     "upstream_ms": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",

@@ -8,6 +8,7 @@ would not produce.
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from collections import Counter
@@ -55,6 +56,17 @@ def _routes() -> list[dict[str, Any]]:
                     {"name": "blue", "service": "alpha", "weight": 50},
                     {"name": "green", "service": "beta", "weight": 50},
                     {"name": "off", "service": "gamma", "weight": 0},
+                ],
+            },
+        },
+        {
+            "name": "ab-same-service",
+            "match": {"prefix": "/ab/"},
+            "split": {
+                "sticky": {"cookie": {"name": "ab", "ttl": 0}},
+                "variants": [
+                    {"name": "x", "service": "traffic", "weight": 1},
+                    {"name": "y", "service": "traffic", "weight": 1},
                 ],
             },
         },
@@ -300,6 +312,18 @@ def test_sticky_cookie_of_a_drained_or_unknown_variant_is_redrawn(stack: Stack) 
     client.close()
 
 
+def test_variant_cookie_is_added_beside_the_upstreams_cookie(stack: Stack) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=5)
+    conn.request("GET", "/ab/x")
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    cookies = [v for k, v in resp.getheaders() if k.lower() == "set-cookie"]
+    conn.close()
+    # Two variants of one service, told apart by the header only; ttl 0: a session cookie.
+    variant = dict(body["header_list"])["x-meshgate-variant"]
+    assert sorted(cookies) == sorted(["upstream=1; Path=/", f"ab={variant}; Path=/"])
+
+
 # --- session affinity -------------------------------------------------------------------
 
 
@@ -308,7 +332,7 @@ def test_session_affinity_cookie_pins_a_client_to_one_endpoint(stack: Stack) -> 
     headers, first = _echo(client, "/affinity/x")
     # Envoy generated the cookie (the client had none) with the configured ttl and path.
     cookie = headers["set-cookie"]
-    assert cookie.startswith("mg-session=")
+    assert cookie.startswith('mg-session="')  # Envoy quotes the hash it generates
     assert "Max-Age=3600" in cookie and "Path=/" in cookie and "HttpOnly" in cookie
     pair = cookie.split(";")[0]
     client.close()

@@ -26,11 +26,12 @@ from meshgate.envoy_process import free_port
 #: RFC 6455 section 1.3: the server proves it read the key by hashing it with this GUID.
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_TEXT, OP_CLOSE = 0x1, 0x8
-#: Headers the gateway is asked to remove or override in the tests.
+#: Headers the gateway is asked to remove, override or keep beside its own in the tests.
 UPSTREAM_RESPONSE_HEADERS = (
     ("x-powered-by", "test-upstream"),
     ("server-timing", "db;dur=5"),
     ("cache-control", "max-age=60"),
+    ("set-cookie", "upstream=1; Path=/"),
 )
 
 

@@ -142,7 +142,7 @@ def _routes() -> list[dict[str, Any]]:
     ]
 
 
-class Stack:
+class Gateway:
     def __init__(self, port: int, upstreams: Upstreams, envoy: Envoy) -> None:
         self.port = port
         self.upstreams = upstreams
@@ -153,7 +153,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     upstreams = Upstreams(["alpha", "beta", "gamma"])
     traffic = TrafficUpstream()
     port = free_port()
@@ -195,7 +195,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     client = Client(port)
     try:
         wait_until(lambda: client.request("/x")[0] == 200, 20, "routes served")
-        yield Stack(port, upstreams, envoy)
+        yield Gateway(port, upstreams, envoy)
     finally:
         client.close()
         envoy.stop()
@@ -213,8 +213,8 @@ def _echo(client: Client, path: str, **kw: Any) -> tuple[dict[str, str], dict[st
 # --- splits -----------------------------------------------------------------------------
 
 
-def test_split_90_10_over_2000_requests(stack: Stack) -> None:
-    client = stack.client()
+def test_split_90_10_over_2000_requests(gw: Gateway) -> None:
+    client = gw.client()
     seen: Counter[tuple[str, str]] = Counter()
     for _ in range(2000):
         _, echo = _echo(client, "/split/x")
@@ -226,15 +226,15 @@ def test_split_90_10_over_2000_requests(stack: Stack) -> None:
     assert 0.85 <= share <= 0.95, seen
 
 
-def test_split_variant_is_in_the_access_log(stack: Stack) -> None:
-    client = stack.client()
+def test_split_variant_is_in_the_access_log(gw: Gateway) -> None:
+    client = gw.client()
     ids = {f"variant-log-{i}" for i in range(20)}
     for rid in ids:
         _echo(client, "/split/log", headers={"x-request-id": rid})
     client.close()
 
     def logged() -> list[dict[str, Any]]:
-        lines = [e for e in stack.envoy.access_log() if e.get("request_id") in ids]
+        lines = [e for e in gw.envoy.access_log() if e.get("request_id") in ids]
         return lines if len(lines) == len(ids) else []
 
     lines = wait_until(logged, 5, "access log lines")
@@ -242,16 +242,16 @@ def test_split_variant_is_in_the_access_log(stack: Stack) -> None:
     assert all(e["variant"] == e["upstream_cluster"] for e in lines)
 
 
-def test_client_cannot_choose_the_variant_header(stack: Stack) -> None:
-    client = stack.client()
+def test_client_cannot_choose_the_variant_header(gw: Gateway) -> None:
+    client = gw.client()
     for _ in range(20):
         _, echo = _echo(client, "/split/x", headers={"x-meshgate-variant": "forged"})
         assert echo["headers"]["x-meshgate-variant"] == echo["upstream"]
     client.close()
 
 
-def test_sticky_by_header(stack: Stack) -> None:
-    client = stack.client()
+def test_sticky_by_header(gw: Gateway) -> None:
+    client = gw.client()
     # b has 1 % of the weight, yet a client naming it always gets it, and the upstream knows.
     for _ in range(50):
         _, echo = _echo(client, "/sticky-header/x", headers={"x-variant": "b"})
@@ -276,8 +276,8 @@ def _variant_cookie(headers: dict[str, str]) -> str:
     return value
 
 
-def test_sticky_by_cookie(stack: Stack) -> None:
-    client = stack.client()
+def test_sticky_by_cookie(gw: Gateway) -> None:
+    client = gw.client()
     headers, echo = _echo(client, "/sticky-cookie/x")
     variant = _variant_cookie(headers)
     service = {"blue": "alpha", "green": "beta"}[variant]
@@ -297,8 +297,8 @@ def test_sticky_by_cookie(stack: Stack) -> None:
     client.close()
 
 
-def test_sticky_cookie_of_a_drained_or_unknown_variant_is_redrawn(stack: Stack) -> None:
-    client = stack.client()
+def test_sticky_cookie_of_a_drained_or_unknown_variant_is_redrawn(gw: Gateway) -> None:
+    client = gw.client()
     for stale in ("off", "blue2", "xblue"):
         headers, echo = _echo(client, "/sticky-cookie/x", headers={"cookie": f"mg-variant={stale}"})
         assert echo["upstream"] in ("alpha", "beta")
@@ -312,8 +312,8 @@ def test_sticky_cookie_of_a_drained_or_unknown_variant_is_redrawn(stack: Stack) 
     client.close()
 
 
-def test_variant_cookie_is_added_beside_the_upstreams_cookie(stack: Stack) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=5)
+def test_variant_cookie_is_added_beside_the_upstreams_cookie(gw: Gateway) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
     conn.request("GET", "/ab/x")
     resp = conn.getresponse()
     body = json.loads(resp.read())
@@ -327,8 +327,8 @@ def test_variant_cookie_is_added_beside_the_upstreams_cookie(stack: Stack) -> No
 # --- session affinity -------------------------------------------------------------------
 
 
-def test_session_affinity_cookie_pins_a_client_to_one_endpoint(stack: Stack) -> None:
-    client = stack.client()
+def test_session_affinity_cookie_pins_a_client_to_one_endpoint(gw: Gateway) -> None:
+    client = gw.client()
     headers, first = _echo(client, "/affinity/x")
     # Envoy generated the cookie (the client had none) with the configured ttl and path.
     cookie = headers["set-cookie"]
@@ -339,7 +339,7 @@ def test_session_affinity_cookie_pins_a_client_to_one_endpoint(stack: Stack) -> 
     # 30 requests, each on a new connection, all reach the endpoint the cookie names.
     reached = set()
     for _ in range(30):
-        c = stack.client()
+        c = gw.client()
         reached.add(_echo(c, "/affinity/x", headers={"cookie": pair})[1]["upstream"])
         c.close()
     assert reached == {first["upstream"]}
@@ -347,24 +347,24 @@ def test_session_affinity_cookie_pins_a_client_to_one_endpoint(stack: Stack) -> 
     # hashes the client's address and port, so each connection gets its own).
     spread = set()
     for _ in range(30):
-        c = stack.client()
+        c = gw.client()
         spread.add(_echo(c, "/affinity/x")[1]["upstream"])
         c.close()
     assert len(spread) >= 2
 
 
-def test_session_affinity_by_header(stack: Stack) -> None:
+def test_session_affinity_by_header(gw: Gateway) -> None:
     for user in ("ann", "bob", "cy"):
         reached = set()
         for _ in range(15):
-            c = stack.client()
+            c = gw.client()
             reached.add(_echo(c, "/affinity-header/x", headers={"x-user": user})[1]["upstream"])
             c.close()
         assert len(reached) == 1, (user, reached)
     # Without a hash policy the same ring_hash service spreads requests.
     spread = set()
     for _ in range(30):
-        c = stack.client()
+        c = gw.client()
         spread.add(_echo(c, "/pool/x", headers={"x-user": "ann"})[1]["upstream"])
         c.close()
     assert len(spread) >= 2
@@ -373,8 +373,8 @@ def test_session_affinity_by_header(stack: Stack) -> None:
 # --- rewrites ---------------------------------------------------------------------------
 
 
-def test_prefix_and_host_rewrite(stack: Stack) -> None:
-    client = stack.client()
+def test_prefix_and_host_rewrite(gw: Gateway) -> None:
+    client = gw.client()
     _, echo = _echo(client, "/api/orders/7?full=1", headers={"x-request-id": "rewrite-1"})
     assert echo["path"] == "/v2/orders/7"
     headers = dict(echo["header_list"])
@@ -384,19 +384,19 @@ def test_prefix_and_host_rewrite(stack: Stack) -> None:
     # The access log keeps the path the client asked for (Envoy's x-envoy-original-path),
     # but the authority is the rewritten one: Envoy rewrites the request headers in place.
     [line] = wait_until(
-        lambda: [e for e in stack.envoy.access_log() if e["request_id"] == "rewrite-1"], 5
+        lambda: [e for e in gw.envoy.access_log() if e["request_id"] == "rewrite-1"], 5
     )
     assert (line["path"], line["authority"]) == ("/api/orders/7?full=1", "api.internal")
 
 
-def test_regex_rewrite(stack: Stack) -> None:
-    client = stack.client()
+def test_regex_rewrite(gw: Gateway) -> None:
+    client = gw.client()
     assert _echo(client, "/users/42/profile")[1]["path"] == "/profiles/42"
     client.close()
 
 
-def test_prefix_rewrite_on_a_regex_route_replaces_the_whole_path(stack: Stack) -> None:
-    client = stack.client()
+def test_prefix_rewrite_on_a_regex_route_replaces_the_whole_path(gw: Gateway) -> None:
+    client = gw.client()
     assert _echo(client, "/old/page")[1]["path"] == "/new"
     client.close()
 
@@ -404,8 +404,8 @@ def test_prefix_rewrite_on_a_regex_route_replaces_the_whole_path(stack: Stack) -
 # --- header mutation --------------------------------------------------------------------
 
 
-def test_request_headers_set_add_remove(stack: Stack) -> None:
-    client = stack.client()
+def test_request_headers_set_add_remove(gw: Gateway) -> None:
+    client = gw.client()
     _, echo = _echo(
         client,
         "/headers/x",
@@ -421,8 +421,8 @@ def test_request_headers_set_add_remove(stack: Stack) -> None:
     client.close()
 
 
-def test_response_headers_set_add_remove(stack: Stack) -> None:
-    client = stack.client()
+def test_response_headers_set_add_remove(gw: Gateway) -> None:
+    client = gw.client()
     headers, _ = _echo(client, "/headers/x")
     assert headers["cache-control"] == "no-store"  # the upstream sent max-age=60
     assert headers["x-route"] == "headers"
@@ -439,8 +439,8 @@ def test_response_headers_set_add_remove(stack: Stack) -> None:
 # --- WebSocket --------------------------------------------------------------------------
 
 
-def test_websocket_echo_round_trips_through_envoy(stack: Stack) -> None:
-    ws = WebSocketClient(stack.port, "/ws/chat")
+def test_websocket_echo_round_trips_through_envoy(gw: Gateway) -> None:
+    ws = WebSocketClient(gw.port, "/ws/chat")
     assert ws.status == 101
     assert ws.headers["sec-websocket-accept"] == ws_accept(ws.key)
     for text in ("hello", "x" * 300):
@@ -449,8 +449,8 @@ def test_websocket_echo_round_trips_through_envoy(stack: Stack) -> None:
     ws.close()
 
 
-def test_websocket_idle_timeout_closes_an_idle_socket(stack: Stack) -> None:
-    ws = WebSocketClient(stack.port, "/ws/idle")
+def test_websocket_idle_timeout_closes_an_idle_socket(gw: Gateway) -> None:
+    ws = WebSocketClient(gw.port, "/ws/idle")
     assert ws.status == 101
     ws.send_text("ping")
     assert ws.receive()[0] == OP_TEXT
@@ -461,14 +461,14 @@ def test_websocket_idle_timeout_closes_an_idle_socket(stack: Stack) -> None:
     ws.close()
 
 
-def test_upgrade_is_refused_on_a_route_without_websocket(stack: Stack) -> None:
-    ws = WebSocketClient(stack.port, "/no-ws/chat")
+def test_upgrade_is_refused_on_a_route_without_websocket(gw: Gateway) -> None:
+    ws = WebSocketClient(gw.port, "/no-ws/chat")
     assert ws.status == 403
     ws.close()
 
 
-def test_route_timeout_does_not_cut_a_websocket(stack: Stack) -> None:
-    ws = WebSocketClient(stack.port, "/ws-timeout/x")
+def test_route_timeout_does_not_cut_a_websocket(gw: Gateway) -> None:
+    ws = WebSocketClient(gw.port, "/ws-timeout/x")
     assert ws.status == 101
     for i in range(6):  # 1.2 s in all, the route timeout is 500ms
         time.sleep(0.2)

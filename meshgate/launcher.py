@@ -162,9 +162,12 @@ class Stack:
 def _describe_route(route: Route) -> str:
     m = route.match
     what = m.prefix or m.path or f"~{m.regex}"
-    target = route.service or (
-        f"direct {route.direct_response.status}" if route.direct_response else "?"
-    )
+    if route.split is not None:
+        target = "split " + " / ".join(f"{v.label} {v.weight}" for v in route.split.variants)
+    elif route.direct_response is not None:
+        target = f"direct {route.direct_response.status}"
+    else:
+        target = route.service or "?"
     cond = [*m.methods, *(f"header {h.name}" for h in m.headers)]
     return f"{what:<28} -> {target}" + (f"  (only {', '.join(cond)})" if cond else "")
 

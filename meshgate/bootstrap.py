@@ -21,6 +21,9 @@ class BootstrapParams:
     xds_host: str = "127.0.0.1"
     api_type: Literal["GRPC", "DELTA_GRPC"] = "GRPC"
     max_connections: int = 50_000
+    #: Heap budget of the overload manager: above 95 % Envoy shrinks its heap, above 98 % it
+    #: refuses new requests (503) rather than grow until the kernel kills it.
+    max_heap_bytes: int = 1 << 30
 
 
 def bootstrap_template() -> str:
@@ -37,4 +40,5 @@ def render_bootstrap(params: BootstrapParams) -> str:
         admin_port=params.admin_port,
         api_type=params.api_type,
         max_connections=params.max_connections,
+        max_heap_bytes=params.max_heap_bytes,
     )

@@ -8,17 +8,70 @@ needs is not in the chain at all, so it costs nothing.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from .regex import Regex
 from .traffic import HeaderName
 from .values import Duration, HttpMethod, Model, not_bool
 
-Size = Annotated[int, Field(ge=1), BeforeValidator(not_bool)]
+if TYPE_CHECKING:
+    from .references import Issue
+    from .routes import Route, VirtualHost
+
+#: Envoy carries byte counts and connection limits here as uint32.
+MAX_UINT32 = 4_294_967_295
+Size = Annotated[int, Field(ge=1, le=MAX_UINT32), BeforeValidator(not_bool)]
 Algorithm = Literal["gzip", "brotli", "zstd"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: What a browser sends in ``Origin``: scheme, host and optional port, nothing after.
+_ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?$")
+
+
+def _literal_header_value(value: Any) -> Any:
+    """A header value sent as written: printable, and not empty (an empty header is a typo)."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("must not be empty")
+        bad = _CONTROL.search(value)
+        if bad is not None:
+            raise ValueError(
+                f"{value!r} contains the control character {bad.group()!r} at position "
+                f"{bad.start()}; Envoy refuses it in a header"
+            )
+    return value
+
+
+HeaderText = Annotated[str, BeforeValidator(_literal_header_value)]
+
+
+def _check_origin(value: Any) -> Any:
+    # Envoy compares the Origin header byte for byte: 'https://a.example/' (a path) or
+    # 'HTTPS://a.example' would never match, and nothing would say why.
+    if isinstance(value, str) and value != "*" and _ORIGIN.match(value) is None:
+        raise ValueError(
+            f"invalid origin {value!r}: write it as browsers send it, scheme://host[:port] "
+            "in lower case with no path (or '*' for any origin)"
+        )
+    return value
+
+
+Origin = Annotated[str, BeforeValidator(_check_origin)]
+
+
+def _whole_seconds(value: timedelta) -> timedelta:
+    """Browsers read CORS and HSTS ages as whole seconds; '1500ms' would silently become 1."""
+    if value.total_seconds() != int(value.total_seconds()):
+        raise ValueError(
+            f"must be a whole number of seconds (browsers read it in seconds), got "
+            f"{value.total_seconds():g}s"
+        )
+    return value
+
 
 DEFAULT_COMPRESSIBLE_TYPES = (
     "text/html",
@@ -80,30 +133,37 @@ class Compression(Model):
         default_factory=lambda: list(DEFAULT_COMPRESSIBLE_TYPES)
     )
 
-    @model_validator(mode="after")
-    def _unique(self) -> Compression:
-        if len(set(self.algorithms)) != len(self.algorithms):
-            raise ValueError("each compression algorithm may be listed once")
-        return self
+    @field_validator("algorithms")
+    @classmethod
+    def _unique(cls, algorithms: list[Algorithm]) -> list[Algorithm]:
+        twice = sorted({a for a in algorithms if algorithms.count(a) > 1})
+        if twice:
+            raise ValueError(
+                f"{', '.join(repr(a) for a in twice)} listed more than once; list each "
+                "algorithm once, in order of preference"
+            )
+        return algorithms
 
 
 class ServerHeader(Model):
     """What the ``server`` response header says: Envoy's name is not your business."""
 
     mode: Literal["remove", "replace", "pass_through"] = "remove"
-    value: str | None = None
+    value: HeaderText | None = None
 
     @model_validator(mode="after")
     def _value_for_replace(self) -> ServerHeader:
-        if (self.mode == "replace") != (self.value is not None):
-            raise ValueError("'value' is required with mode 'replace' and only allowed with it")
+        if self.mode == "replace" and self.value is None:
+            raise ValueError("mode 'replace' needs a 'value': the server header to send")
+        if self.mode != "replace" and self.value is not None:
+            raise ValueError(f"'value' is only used with mode 'replace', not {self.mode!r}")
         return self
 
 
 class Cors(Model):
     """CORS for browsers; Envoy answers preflights itself."""
 
-    allow_origins: list[str] = Field(default_factory=list, description="exact origins, or '*'")
+    allow_origins: list[Origin] = Field(default_factory=list, description="exact origins, or '*'")
     allow_origin_regex: list[Regex] = Field(default_factory=list)
     allow_methods: list[HttpMethod] = Field(default_factory=_default_cors_methods)
     allow_headers: list[HeaderName] = Field(default_factory=list)
@@ -111,10 +171,17 @@ class Cors(Model):
     allow_credentials: bool = False
     max_age: Duration = timedelta(hours=1)
 
+    @field_validator("max_age")
+    @classmethod
+    def _max_age_seconds(cls, value: timedelta) -> timedelta:
+        return _whole_seconds(value)
+
     @model_validator(mode="after")
     def _origins(self) -> Cors:
         if not self.allow_origins and not self.allow_origin_regex:
-            raise ValueError("CORS needs allow_origins or allow_origin_regex")
+            raise ValueError(
+                "CORS needs at least one origin rule: allow_origins or allow_origin_regex"
+            )
         if self.allow_credentials and "*" in self.allow_origins:
             raise ValueError(
                 "allow_credentials cannot be used with origin '*' (browsers refuse it); "
@@ -128,6 +195,22 @@ class Hsts(Model):
     include_subdomains: bool = True
     preload: bool = False
 
+    @field_validator("max_age")
+    @classmethod
+    def _max_age_seconds(cls, value: timedelta) -> timedelta:
+        return _whole_seconds(value)
+
+    @model_validator(mode="after")
+    def _preload_rules(self) -> Hsts:
+        # The browsers' preload list refuses a site whose header lacks either of these, and a
+        # site on the list cannot easily get off it: say so before the header ships.
+        if self.preload and (not self.include_subdomains or self.max_age < timedelta(days=365)):
+            raise ValueError(
+                "preload needs include_subdomains: true and a max_age of at least 365 days "
+                "(8760h), as the browsers' preload list requires"
+            )
+        return self
+
 
 class SecurityHeaders(Model):
     """Standard security response headers; ``security_headers: {}`` gives safe defaults."""
@@ -135,6 +218,51 @@ class SecurityHeaders(Model):
     hsts: Hsts | None = None
     content_type_options: bool = Field(default=True, description="X-Content-Type-Options: nosniff")
     frame_options: Literal["DENY", "SAMEORIGIN"] | None = "DENY"
-    referrer_policy: str | None = "strict-origin-when-cross-origin"
-    content_security_policy: str | None = None
-    permissions_policy: str | None = None
+    referrer_policy: HeaderText | None = "strict-origin-when-cross-origin"
+    content_security_policy: HeaderText | None = None
+    permissions_policy: HeaderText | None = None
+
+
+#: Route settings that Envoy's cache filter would silently skip. It fetches a cacheable request
+#: itself, straight from the route's service, past the router: whatever the router does for a
+#: route (rewrite, header changes, retries, timeouts, hashing, the split) does not happen for
+#: it, and its response bypasses the router's response-header changes too.
+_CACHE_BYPASSES = (
+    "rewrite",
+    "request_headers",
+    "response_headers",
+    "retries",
+    "timeout",
+    "idle_timeout",
+    "split",
+    "session_affinity",
+    "websocket",
+)
+
+
+def route_issues(vhost: VirtualHost, route: Route, path: tuple[str | int, ...]) -> list[Issue]:
+    """Cross-checks of one route's protection settings against the rest of its route."""
+    if not route.cache:
+        return []
+    issues: list[Issue] = []
+    on_route = [f for f in _CACHE_BYPASSES if getattr(route, f, None) is not None]
+    if on_route:
+        issues.append(
+            (
+                (*path, "cache"),
+                f"'cache' cannot be combined with {', '.join(repr(f) for f in on_route)} on "
+                "this route: Envoy's cache filter fetches cacheable requests straight from the "
+                "service, without them; put the cached paths on a route of their own",
+            )
+        )
+    on_vhost = [f for f in ("request_headers", "response_headers") if getattr(vhost, f, None)]
+    if on_vhost:
+        issues.append(
+            (
+                (*path, "cache"),
+                f"'cache' cannot be used in a virtual host with "
+                f"{', '.join(repr(f) for f in on_vhost)}: Envoy's cache filter fetches "
+                "cacheable requests straight from the service, without them",
+            )
+        )
+    return issues

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .gateway import GatewayConfig
+from .protection import route_issues as protection_issues
 from .routes import Route, VirtualHost
 from .traffic import route_issues
 from .values import address_key
@@ -101,6 +102,7 @@ def reference_errors(config: GatewayConfig) -> list[Issue]:
                         )
                     )
                 issues += route_issues(config, route, rpath)
+                issues += protection_issues(vhost, route, rpath)
     issues += _demo_port_clashes(config, bound)
     return issues
 

@@ -6,6 +6,7 @@ from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import address_pb2
 from envoy.config.core.v3 import substitution_format_string_pb2 as sfs_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -53,6 +54,27 @@ LOCAL_REPLY_MESSAGES: tuple[tuple[str, str], ...] = (
     ("UT", "the upstream did not answer within the route timeout"),
 )
 
+#: Local replies Envoy generates without a response flag, recognised by their exact response
+#: code details (CEL access-log filter). Direct-response routes have the details
+#: "direct_response", so a route that answers 413 on purpose keeps its own body.
+LOCAL_REPLY_DETAILS: tuple[tuple[str, str], ...] = (
+    ("request_payload_too_large", "the request body is larger than this route accepts"),
+    ("http1.headers_too_large", "the request headers are larger than this listener accepts"),
+    ("http1.unexpected_underscore", "header names with underscores are not accepted here"),
+    ("overload", "the gateway is overloaded; retry later"),
+)
+
+
+def details_filter(details: str) -> accesslog_pb2.AccessLogFilter:
+    return accesslog_pb2.AccessLogFilter(
+        extension_filter=accesslog_pb2.ExtensionFilter(
+            name="envoy.access_loggers.extension_filters.cel",
+            typed_config=pack(
+                cel_pb2.ExpressionFilter(expression=f"response.code_details == '{details}'")
+            ),
+        )
+    )
+
 
 def local_reply_config() -> hcm_pb2.LocalReplyConfig:
     envelope = {
@@ -68,6 +90,13 @@ def local_reply_config() -> hcm_pb2.LocalReplyConfig:
             body_format_override=json_format_string({**envelope, "message": message}),
         )
         for flag, message in LOCAL_REPLY_MESSAGES
+    ]
+    mappers += [
+        hcm_pb2.ResponseMapper(
+            filter=details_filter(details),
+            body_format_override=json_format_string({**envelope, "message": message}),
+        )
+        for details, message in LOCAL_REPLY_DETAILS
     ]
     # Any other Envoy-generated reply (reset, overflow, protocol error...): Envoy's own text.
     mappers.append(

@@ -229,6 +229,14 @@ def test_compressible_response_is_gzip_encoded_when_asked(gw: Gateway) -> None:
     _, headers, body = gw.main.request("/text?size=4000", headers={"accept-encoding": "br"})
     assert headers["content-encoding"] == "br"
     assert len(body) < 200
+    # Equal preference: the first of the listener's algorithms (brotli, gzip) wins.
+    for equal in ["gzip, br", "br, gzip", "*"]:
+        _, headers, _ = gw.main.request("/text?size=4000", headers={"accept-encoding": equal})
+        assert headers["content-encoding"] == "br"
+    _, headers, _ = gw.main.request(
+        "/text?size=4000", headers={"accept-encoding": "br;q=0.5, gzip"}
+    )
+    assert headers["content-encoding"] == "gzip"
 
 
 def test_no_compression_when_small_unasked_or_opted_out(gw: Gateway) -> None:

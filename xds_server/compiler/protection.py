@@ -123,6 +123,9 @@ def _filter(name: str, config: Message, disabled: bool = False) -> hcm_pb2.HttpF
 def _compressor(algorithm: Algorithm, settings: Compression) -> compressor_pb2.Compressor:
     library, config = _COMPRESSORS[algorithm]
     return compressor_pb2.Compressor(
+        # On equal q-values Envoy would follow the client's order; the operator's first
+        # algorithm is the one meant to win.
+        choose_first=algorithm == settings.algorithms[0],
         compressor_library=extension_pb2.TypedExtensionConfig(
             name=library, typed_config=pack(config)
         ),

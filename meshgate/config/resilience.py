@@ -4,6 +4,9 @@ All of it is enforced by Envoy itself (route retry policies, cluster thresholds,
 detection, active health checks, load-balancer settings); nothing here costs a Python hop.
 Defaults follow what an operator of an Envoy-based gateway expects: retries only where asked
 for, and a retry budget whenever retries are on, so that retries cannot multiply an outage.
+
+Durations that Envoy requires to be positive are checked per field (not per model), so an
+error points at the line that holds the bad value.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from .values import Duration, Model, not_bool
 
@@ -33,6 +36,13 @@ StatusCode = Annotated[int, Field(ge=100, le=599), BeforeValidator(not_bool)]
 Percent = Annotated[float, Field(ge=0, le=100), BeforeValidator(not_bool)]
 
 
+def _positive(value: timedelta | None, info: ValidationInfo) -> timedelta | None:
+    """Envoy rejects a zero duration for these fields (``gt: 0`` in its protos)."""
+    if value is not None and value.total_seconds() <= 0:
+        raise ValueError(f"{info.field_name} must be greater than 0")
+    return value
+
+
 class Backoff(Model):
     """Exponential backoff with jitter between retries (Envoy's retry_back_off)."""
 
@@ -41,13 +51,15 @@ class Backoff(Model):
         default=None, description="cap of the backoff; default 10x base_interval (Envoy's)"
     )
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Backoff:
-        if self.base_interval.total_seconds() <= 0:
-            raise ValueError("base_interval must be greater than 0")
-        if self.max_interval is not None and self.max_interval < self.base_interval:
+    _base_positive = field_validator("base_interval")(_positive)
+
+    @field_validator("max_interval")
+    @classmethod
+    def _ordered(cls, v: timedelta | None, info: ValidationInfo) -> timedelta | None:
+        base = info.data.get("base_interval")
+        if v is not None and base is not None and v < base:
             raise ValueError("max_interval must not be shorter than base_interval")
-        return self
+        return v
 
 
 def _default_retry_on() -> list[RetryOn]:
@@ -65,20 +77,31 @@ class RetryPolicy(Model):
     retriable_status_codes: list[StatusCode] = Field(default_factory=list)
     backoff: Backoff | None = None
 
+    _per_try_positive = field_validator("per_try_timeout")(_positive)
+
+    @field_validator("retriable_status_codes")
+    @classmethod
+    def _codes_need_condition(cls, v: list[int], info: ValidationInfo) -> list[int]:
+        retry_on = info.data.get("retry_on")
+        if v and retry_on is not None and "retriable-status-codes" not in retry_on:
+            raise ValueError(
+                "retriable_status_codes is set but retry_on lacks 'retriable-status-codes', "
+                "so these codes would never be retried"
+            )
+        return v
+
     @model_validator(mode="after")
-    def _codes_need_condition(self) -> RetryPolicy:
-        wants_codes = "retriable-status-codes" in self.retry_on
-        if wants_codes and not self.retriable_status_codes:
+    def _condition_needs_codes(self) -> RetryPolicy:
+        if "retriable-status-codes" in self.retry_on and not self.retriable_status_codes:
             raise ValueError(
                 "retry_on has 'retriable-status-codes' but retriable_status_codes is empty"
             )
-        if self.retriable_status_codes and not wants_codes:
-            raise ValueError(
-                "retriable_status_codes is set but retry_on lacks 'retriable-status-codes'"
-            )
-        if self.per_try_timeout is not None and self.per_try_timeout.total_seconds() <= 0:
-            raise ValueError("per_try_timeout must be greater than 0")
         return self
+
+    @property
+    def active(self) -> bool:
+        """Whether this policy retries at all (``num_retries: 0`` turns retries off)."""
+        return self.num_retries > 0
 
 
 class RetryBudget(Model):
@@ -97,30 +120,44 @@ class CircuitBreakers(Model):
     max_retries: Count | None = None
     retry_budget: RetryBudget | None = None
 
-    @model_validator(mode="after")
-    def _budget_or_max(self) -> CircuitBreakers:
-        if self.retry_budget is not None and self.max_retries is not None:
+    @field_validator("retry_budget")
+    @classmethod
+    def _budget_or_max(cls, v: RetryBudget | None, info: ValidationInfo) -> RetryBudget | None:
+        if v is not None and info.data.get("max_retries") is not None:
             raise ValueError(
                 "set either max_retries or retry_budget: Envoy ignores max_retries when a "
                 "retry budget is configured"
             )
-        return self
+        return v
 
 
 class OutlierDetection(Model):
     """Eject endpoints that keep failing, for ``base_ejection_time`` (growing per ejection)."""
 
-    consecutive_5xx: Count | None = 5
+    consecutive_5xx: Count | None = Field(
+        default=5, description="null turns the consecutive-5xx detector off"
+    )
     consecutive_gateway_errors: Count | None = None
     interval: Duration = timedelta(seconds=10)
     base_ejection_time: Duration = timedelta(seconds=30)
     max_ejection_percent: Annotated[int, Field(ge=0, le=100), BeforeValidator(not_bool)] = 10
 
+    _durations_positive = field_validator("interval", "base_ejection_time")(_positive)
+
+    @model_validator(mode="after")
+    def _some_detector(self) -> OutlierDetection:
+        if self.consecutive_5xx is None and self.consecutive_gateway_errors is None:
+            raise ValueError(
+                "consecutive_5xx and consecutive_gateway_errors are both off: nothing would "
+                "ever be ejected"
+            )
+        return self
+
 
 class HealthCheck(Model):
     """Active HTTP health checks: an endpoint failing them gets no traffic until it passes."""
 
-    path: Annotated[str, Field(pattern=r"^/")]
+    path: str
     interval: Duration = timedelta(seconds=5)
     timeout: Duration = timedelta(seconds=1)
     healthy_threshold: Count = 2
@@ -128,17 +165,24 @@ class HealthCheck(Model):
     expected_statuses: list[StatusCode] = Field(
         default_factory=list, description="default: any 2xx (Envoy's: 200-299)"
     )
-    host: str | None = None
+    host: Annotated[str, Field(min_length=1)] | None = Field(
+        default=None, description="the Host header of each check; default: the service name"
+    )
 
-    @model_validator(mode="after")
-    def _positive(self) -> HealthCheck:
-        if self.interval.total_seconds() <= 0 or self.timeout.total_seconds() <= 0:
-            raise ValueError("interval and timeout must be greater than 0")
-        return self
+    _durations_positive = field_validator("interval", "timeout")(_positive)
+
+    @field_validator("path")
+    @classmethod
+    def _starts_with_slash(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"must start with '/', got {v!r}")
+        return v
 
 
 class ConnectionPool(Model):
     """Upstream connection reuse: idle timeout and requests per connection."""
 
-    idle_timeout: Duration | None = None
+    idle_timeout: Duration | None = Field(
+        default=None, description="close an upstream connection unused this long; 0 = never"
+    )
     max_requests_per_connection: Count | None = None

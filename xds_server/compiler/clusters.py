@@ -15,20 +15,35 @@ from . import resilience
 from .protos import ADS, duration, pack
 
 
+def http_protocol_options(service: Service) -> http_protocol_options_pb2.HttpProtocolOptions | None:
+    """The upstream protocol and connection-pool settings, which Envoy takes in one message.
+
+    None for a plain HTTP/1.1 service with default pooling: Envoy's defaults apply, and the
+    cluster stays free of an extension it does not need.
+    """
+    common = resilience.common_http_options(service)
+    if service.protocol == "http1" and common is None:
+        return None
+    explicit = http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig()
+    if service.protocol == "http2":
+        explicit.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())
+    else:  # Envoy requires the protocol to be chosen whenever the message is present
+        explicit.http_protocol_options.CopyFrom(protocol_pb2.Http1ProtocolOptions())
+    opts = http_protocol_options_pb2.HttpProtocolOptions(explicit_http_config=explicit)
+    if common is not None:
+        opts.common_http_protocol_options.CopyFrom(common)
+    return opts
+
+
 def compile_cluster(service: Service, config: GatewayConfig) -> cluster_pb2.Cluster:
     cluster = cluster_pb2.Cluster(
         name=service.name,
         type=cluster_pb2.Cluster.EDS,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ADS),
         connect_timeout=duration(service.connect_timeout),
-        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
     )
-    if service.protocol == "http2":
-        opts = http_protocol_options_pb2.HttpProtocolOptions(
-            explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
-                http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
-            )
-        )
+    opts = http_protocol_options(service)
+    if opts is not None:
         cluster.typed_extension_protocol_options[
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         ].CopyFrom(pack(opts))

@@ -52,6 +52,7 @@ LOCAL_REPLY_MESSAGES: tuple[tuple[str, str], ...] = (
     ("NC", "the route's upstream service is not configured"),
     ("UH", "no healthy upstream endpoint for this route"),
     ("UT", "the upstream did not answer within the route timeout"),
+    ("UO", "circuit breaker open: too many concurrent requests to this service"),
 )
 
 #: Local replies Envoy generates without a response flag, recognised by their exact response

@@ -1,0 +1,149 @@
+"""Unit tests for the resilience compiler: which retry policy a route gets, which services get
+the automatic retry budget, status ranges; and the examples of docs/resilience.md.
+
+The compiled forms as a whole are pinned by the golden cases ``tests/golden/resilience_*``
+and judged by real Envoy in ``tests/integration/test_resilience.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshgate.config import GatewayConfig
+from meshgate.loader import ConfigError, parse_config
+from xds_server.compiler import LOCAL_REPLY_MESSAGES, compile_snapshot
+from xds_server.compiler.resilience import (
+    AUTOMATIC_RETRY_BUDGET,
+    circuit_breakers,
+    effective_retries,
+    retried_services,
+    status_ranges,
+)
+
+from .test_docs_examples import examples
+
+DOCS = Path(__file__).parent.parent / "docs"
+GUIDE = DOCS / "resilience.md"
+GUIDE_EXAMPLES = examples(GUIDE.read_text(encoding="utf-8"))
+
+
+def _config(routes: list[dict[str, Any]], services: list[dict[str, Any]]) -> GatewayConfig:
+    return GatewayConfig.model_validate(
+        {
+            "listeners": [
+                {
+                    "name": "public",
+                    "port": 8080,
+                    "virtual_hosts": [{"name": "default", "routes": routes}],
+                }
+            ],
+            "services": services,
+        }
+    )
+
+
+def _route(service: str, **extra: Any) -> dict[str, Any]:
+    return {"match": {"prefix": f"/{service}/"}, "service": service, **extra}
+
+
+SPLIT_ROUTE = {
+    "match": {"prefix": "/split/"},
+    "split": {
+        "variants": [
+            {"service": "stable", "weight": 90},
+            {"service": "canary", "weight": 10},
+        ]
+    },
+}
+
+
+def test_the_guide_has_examples() -> None:
+    assert len(GUIDE_EXAMPLES) >= 6
+
+
+@pytest.mark.parametrize(
+    ("line", "text"), GUIDE_EXAMPLES, ids=[f"line{n}" for n, _ in GUIDE_EXAMPLES]
+)
+def test_guide_example_loads_and_compiles(line: int, text: str) -> None:
+    source = f"{GUIDE.name}:{line}"
+    try:
+        loaded = parse_config(text, source)
+    except ConfigError as exc:
+        pytest.fail(f"the example at {source} does not load:\n{exc}")
+    compile_snapshot(loaded.config)  # raises if the resources are inconsistent
+
+
+def test_route_retries_win_over_the_service_default() -> None:
+    config = _config(
+        [
+            _route("api", retries={"num_retries": 5}),
+            _route("api"),
+            _route("other"),
+        ],
+        [{"name": "api", "retries": {"num_retries": 1}}, {"name": "other"}],
+    )
+    own, inherited, none = config.listeners[0].virtual_hosts[0].routes
+    assert effective_retries(own, config).num_retries == 5  # type: ignore[union-attr]
+    assert effective_retries(inherited, config).num_retries == 1  # type: ignore[union-attr]
+    assert effective_retries(none, config) is None
+
+
+def test_a_split_retries_only_by_its_own_policy() -> None:
+    services = [{"name": "stable", "retries": {}}, {"name": "canary", "retries": {}}]
+    config = _config([SPLIT_ROUTE], services)
+    [split] = config.listeners[0].virtual_hosts[0].routes
+    assert effective_retries(split, config) is None
+
+
+def test_retried_services_include_split_variants_and_service_defaults() -> None:
+    config = _config(
+        [
+            {**SPLIT_ROUTE, "retries": {"num_retries": 1}},
+            _route("plain"),
+            _route("off", retries={"num_retries": 0}),
+        ],
+        [
+            {"name": "stable"},
+            {"name": "canary"},
+            {"name": "plain"},
+            {"name": "off"},
+            {"name": "unrouted", "retries": {}},  # its own default makes it a retry target
+            {"name": "disabled", "retries": {"num_retries": 0}},
+        ],
+    )
+    assert retried_services(config) == {"stable", "canary", "unrouted"}
+
+
+def test_retried_services_follow_the_config_they_are_asked_about() -> None:
+    """The per-config memo must never answer for another config."""
+    first = _config([_route("api", retries={})], [{"name": "api"}])
+    second = _config([_route("api")], [{"name": "api"}])
+    assert retried_services(first) == {"api"}
+    assert retried_services(second) == frozenset()
+    assert retried_services(first) == {"api"}
+
+
+def test_budget_only_where_retries_have_no_limit() -> None:
+    assert circuit_breakers(None, retried=False) is None
+    automatic = circuit_breakers(None, retried=True)
+    assert automatic is not None
+    [thresholds] = automatic.thresholds
+    assert thresholds.retry_budget.budget_percent.value == AUTOMATIC_RETRY_BUDGET.budget_percent
+    assert thresholds.retry_budget.min_retry_concurrency.value == 3
+    assert not thresholds.HasField("max_requests")
+
+
+def test_status_ranges_merge_consecutive_codes() -> None:
+    ranges = [(r.start, r.end) for r in status_ranges([204, 200, 201, 202, 418, 200])]
+    assert ranges == [(200, 203), (204, 205), (418, 419)]
+    assert status_ranges([]) == []
+
+
+def test_breaker_message_is_documented() -> None:
+    """The 503 body an open breaker produces is quoted in both docs; keep them in step."""
+    message = dict(LOCAL_REPLY_MESSAGES)["UO"]
+    for doc in ("configuration.md", "resilience.md"):
+        assert f'"message": "{message}"' in (DOCS / doc).read_text(encoding="utf-8")

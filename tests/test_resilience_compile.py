@@ -7,13 +7,14 @@ and judged by real Envoy in ``tests/integration/test_resilience.py``.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from meshgate.config import GatewayConfig
-from meshgate.loader import ConfigError, parse_config
+from meshgate.loader import ConfigError, load_config, parse_config
 from xds_server.compiler import LOCAL_REPLY_MESSAGES, compile_snapshot
 from xds_server.compiler.resilience import (
     AUTOMATIC_RETRY_BUDGET,
@@ -22,12 +23,14 @@ from xds_server.compiler.resilience import (
     retried_services,
     status_ranges,
 )
+from xds_server.validation import ValidateModeValidator
 
 from .test_docs_examples import examples
 
 DOCS = Path(__file__).parent.parent / "docs"
 GUIDE = DOCS / "resilience.md"
 GUIDE_EXAMPLES = examples(GUIDE.read_text(encoding="utf-8"))
+GOLDEN = sorted((Path(__file__).parent / "golden").glob("resilience_*.yaml"))
 
 
 def _config(routes: list[dict[str, Any]], services: list[dict[str, Any]]) -> GatewayConfig:
@@ -147,3 +150,11 @@ def test_breaker_message_is_documented() -> None:
     message = dict(LOCAL_REPLY_MESSAGES)["UO"]
     for doc in ("configuration.md", "resilience.md"):
         assert f'"message": "{message}"' in (DOCS / doc).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("case", GOLDEN, ids=[p.stem for p in GOLDEN])
+def test_envoy_accepts_every_compiled_form(case: Path) -> None:
+    """The goldens hold every field in every form (both outlier detectors, status ranges, each
+    lb policy, pool options beside HTTP/1.1 and HTTP/2); Envoy itself must accept them."""
+    snapshot = compile_snapshot(load_config(case).config)
+    assert asyncio.run(ValidateModeValidator().validate(snapshot)) == []

@@ -323,7 +323,7 @@ def apply_route(route: Route, ctx: RouteContext, out: rc_pb2.Route) -> None:
                 )
             )
         )
-    compression = _compression(ctx.listener)
+    compression = ctx.memoized("compression", lambda: _compression(ctx.listener))
     if compression is not None:
         on_by_default = ctx.listener.compression is not None
         if route.compression is not None and route.compression != on_by_default:

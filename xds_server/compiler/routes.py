@@ -90,7 +90,7 @@ def compile_route(route: Route, index: int, ctx: RouteContext) -> list[rc_pb2.Ro
 def compile_route_configuration(ctx: ListenerContext) -> route_pb2.RouteConfiguration:
     vhosts = []
     for vh in ctx.listener.virtual_hosts:
-        rctx = RouteContext(ctx.config, ctx.listener, vh)
+        rctx = ctx.for_vhost(vh)
         out = rc_pb2.VirtualHost(
             name=vh.name,
             domains=vh.domains,

@@ -43,7 +43,7 @@ def _render(path: Path) -> dict[str, Any]:
 
 
 def _dump(data: dict[str, Any]) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

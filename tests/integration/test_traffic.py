@@ -115,6 +115,7 @@ def _routes() -> list[dict[str, Any]]:
                 "set": {
                     "x-client-ip": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
                     "x-discount": "50%%",
+                    "x-gateway": "headers-route",
                 },
                 "add": {"x-tag": "gateway"},
                 "remove": ["x-debug"],
@@ -417,7 +418,11 @@ def test_request_headers_set_add_remove(gw: Gateway) -> None:
     assert values["x-discount"] == ["50%"]  # set overwrote the client's; %% is a literal %
     assert values["x-tag"] == ["client", "gateway"]  # add appended
     assert "x-debug" not in values
-    assert values["x-gateway"] == ["meshgate"]  # the virtual host's set
+    # the route's set wins over the virtual host's (most specific wins) ...
+    assert values["x-gateway"] == ["headers-route"]
+    # ... and routes without their own get the virtual host's
+    _, plain = _echo(client, "/api/x", headers={"x-gateway": "forged"})
+    assert [v for k, v in plain["header_list"] if k == "x-gateway"] == ["meshgate"]
     client.close()
 
 

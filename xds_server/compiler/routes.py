@@ -99,4 +99,8 @@ def compile_route_configuration(ctx: ListenerContext) -> route_pb2.RouteConfigur
         traffic.apply_vhost(vh, out)
         protection.apply_vhost(vh, ctx, out)
         vhosts.append(out)
-    return route_pb2.RouteConfiguration(name=ctx.listener.name, virtual_hosts=vhosts)
+    # The more specific level wins: a route's header mutation overrides its virtual host's
+    # (Envoy's default is the reverse, which surprises everyone who sets both).
+    return route_pb2.RouteConfiguration(
+        name=ctx.listener.name, virtual_hosts=vhosts, most_specific_header_mutations_wins=True
+    )

@@ -65,8 +65,11 @@ class Scenario:
     description: str
     #: Route entries (config.py ``Route`` as dicts) added to the listener's only virtual host.
     routes: Callable[[], list[dict[str, Any]]]
-    #: Extra services (``Service`` as dicts) beyond the fast upstream service.
-    services: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
+    #: Extra services (``Service`` as dicts) beyond the fast upstream service; the argument is
+    #: the fast upstream's port, so a scenario can point its own service at it.
+    services: Callable[[int], list[dict[str, Any]]] = field(default=lambda _port: [])
+    #: Request headers wrk sends, so that per-request policies really run (CORS, encodings).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -92,6 +95,66 @@ SCENARIOS: dict[str, Scenario] = {
                 }
             ],
         ),
+        Scenario(
+            name="hardened",
+            path="/hardened",
+            description="retries, outlier detection, security headers, CORS, compression (issue 3)",
+            routes=lambda: [
+                {
+                    "name": "hardened",
+                    "match": {"prefix": "/hardened"},
+                    "service": "hardened-upstream",
+                    "retries": {"retry_on": ["5xx", "reset", "connect-failure"], "num_retries": 2},
+                    "security_headers": {
+                        "hsts": {"max_age": "8760h"},
+                        "content_security_policy": "default-src 'self'",
+                    },
+                    "cors": {
+                        "allow_origins": ["https://app.example.com"],
+                        "allow_methods": ["GET", "POST"],
+                    },
+                    "compression": True,
+                }
+            ],
+            headers={"Origin": "https://app.example.com", "Accept-Encoding": "gzip, br"},
+            services=lambda port: [
+                {
+                    "name": "hardened-upstream",
+                    "endpoints": [{"address": "127.0.0.1", "port": port}],
+                    "outlier_detection": {"consecutive_5xx": 5},
+                }
+            ],
+        ),
+        *[
+            Scenario(
+                name=f"only-{name}",
+                path=f"/only-{name}",
+                description=f"plain plus {name} alone (cost breakdown of 'hardened')",
+                routes=lambda name=name, extra=extra: [  # type: ignore[misc]
+                    {
+                        "name": f"only-{name}",
+                        "match": {"prefix": f"/only-{name}"},
+                        "service": UPSTREAM_SERVICE,
+                        **extra,
+                    }
+                ],
+                headers={"Origin": "https://app.example.com", "Accept-Encoding": "gzip, br"},
+            )
+            for name, extra in [
+                ("retries", {"retries": {"num_retries": 2}}),
+                ("security-headers", {"security_headers": {"hsts": {"max_age": "8760h"}}}),
+                ("cors", {"cors": {"allow_origins": ["https://app.example.com"]}}),
+                ("compression", {"compression": True}),
+                (
+                    "route-headers",
+                    {
+                        "response_headers": {
+                            "set": {"strict-transport-security": "max-age=31536000"}
+                        }
+                    },
+                ),
+            ]
+        ],
     ]
 }
 
@@ -105,7 +168,7 @@ def build_config(
     ]
     for s in scenarios:
         routes += s.routes()
-        services += s.services()
+        services += s.services(upstream_port)
     return {
         "listeners": [
             {
@@ -162,8 +225,13 @@ def parse_wrk(output: str) -> WrkRun:
     )
 
 
-def run_wrk(wrk: str, url: str, connections: int, duration: float) -> WrkRun:
-    argv = [wrk, "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", url]
+def run_wrk(
+    wrk: str, url: str, connections: int, duration: float, headers: dict[str, str] | None = None
+) -> WrkRun:
+    argv = [wrk, "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency"]
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
+    argv.append(url)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
     if done.returncode != 0:
         raise BenchError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
@@ -173,12 +241,25 @@ def run_wrk(wrk: str, url: str, connections: int, duration: float) -> WrkRun:
 # -- the run ------------------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class ScenarioResult:
     name: str
     path: str
     description: str
     runs: list[WrkRun] = field(default_factory=list)
+    #: Fleet Envoy CPU microseconds per request, per run: the work the route costs Envoy,
+    #: steadier than req/s when wrk and two Envoys share two cores.
+    cpu_us: list[float] = field(default_factory=list)
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return statistics.median(self.cpu_us) if self.cpu_us else 0.0
 
     @property
     def rps(self) -> float:
@@ -237,17 +318,21 @@ def measure(args: argparse.Namespace, scenarios: list[Scenario]) -> dict[str, An
         )
         results = {s.name: ScenarioResult(s.name, s.path, s.description) for s in scenarios}
         for s in scenarios:  # warm-up: connections, stats, caches; not recorded
-            run_wrk(wrk, base + s.path, args.connections, min(2.0, args.duration))
+            run_wrk(wrk, base + s.path, args.connections, min(2.0, args.duration), s.headers)
         for rnd in range(1, args.rounds + 1):
             order = scenarios if rnd % 2 else list(reversed(scenarios))
             for s in order:
-                run = run_wrk(wrk, base + s.path, args.connections, args.duration)
+                cpu_before = cpu_seconds(envoy.pid)
+                run = run_wrk(wrk, base + s.path, args.connections, args.duration, s.headers)
+                cpu = cpu_seconds(envoy.pid) - cpu_before
                 results[s.name].runs.append(run)
+                results[s.name].cpu_us.append(cpu * 1e6 / max(run.requests, 1))
                 log(
                     f"  round {rnd} {s.name:<10} {run.requests_per_s:>10.0f} req/s  "
                     f"p50 {run.p50_ms:.2f} ms  p99 {run.p99_ms:.2f} ms"
                 )
         ref = results[REFERENCE].rps
+        ref_cpu = results[REFERENCE].cpu_us_per_request
         return {
             "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
             "machine": {
@@ -275,6 +360,10 @@ def measure(args: argparse.Namespace, scenarios: list[Scenario]) -> dict[str, An
                     "p50_ms": round(r.p50, 3),
                     "p99_ms": round(r.p99, 3),
                     "ratio_to_plain": round(r.rps / ref, 3) if ref else None,
+                    "fleet_cpu_us_per_request": round(r.cpu_us_per_request, 2),
+                    "cpu_ratio_to_plain": round(r.cpu_us_per_request / ref_cpu, 3)
+                    if ref_cpu
+                    else None,
                     "errors": r.errors,
                     "runs": [asdict(run) for run in r.runs],
                 }
@@ -300,13 +389,26 @@ def print_report(report: dict[str, Any]) -> None:
             f"{r['p50_ms']:.2f}",
             f"{r['p99_ms']:.2f}",
             f"{r['ratio_to_plain']:.2f}x",
+            f"{r['fleet_cpu_us_per_request']:.1f}",
+            f"{r['cpu_ratio_to_plain']:.2f}x",
             str(r["errors"]),
         ]
         for r in report["results"]
     ]
     print(
         format_table(
-            ["scenario", "path", "req/s", "best req/s", "p50 ms", "p99 ms", "vs plain", "errors"],
+            [
+                "scenario",
+                "path",
+                "req/s",
+                "best req/s",
+                "p50 ms",
+                "p99 ms",
+                "vs plain",
+                "Envoy us/req",
+                "cpu vs plain",
+                "errors",
+            ],
             rows,
         )
     )

@@ -2,7 +2,8 @@
 
 It answers every request with JSON naming itself, so routing is visible from the client:
 ``{"upstream": "echo-a", "method": "GET", "path": "/api/x", "headers": {...}}``. Query
-parameters ``status=503`` and ``delay=0.5`` make it fail or stall on demand (timeouts, retries).
+parameters ``status=503`` and ``delay=0.5`` make it fail or stall on demand (timeouts, retries),
+``pad=2000`` adds that many bytes of padding (compression).
 Plain asyncio streams keep it dependency-free and fast enough to never be the bottleneck in a
 benchmark of Envoy itself.
 """
@@ -85,6 +86,9 @@ def make_handler(
                     "headers": headers,
                     "body_bytes": len(body),
                 }
+                pad = min(int(query.get("pad", ["0"])[0]), MAX_BODY_BYTES)
+                if pad > 0:  # a bigger (compressible) body on demand
+                    payload["padding"] = "meshgate " * (pad // 9 + 1)
                 writer.write(_response(status, payload, keep_alive))
                 await writer.drain()
                 if not keep_alive:

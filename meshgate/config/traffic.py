@@ -245,13 +245,22 @@ class Variant(Model):
         return self.name or self.service
 
 
-class StickyCookie(Model):
-    name: TokenName = "mg-variant"
-    ttl: Duration = timedelta(days=30)
+class GatewayCookie(Model):
+    """A cookie the gateway sets: name, lifetime (``Max-Age``) and path."""
+
+    name: TokenName
+    ttl: Duration
     path: str = "/"
 
     _ttl = field_validator("ttl")(_check_cookie_ttl)
     _path = field_validator("path")(_check_cookie_path)
+
+
+class StickyCookie(GatewayCookie):
+    """Remembers a client's split variant."""
+
+    name: TokenName = "mg-variant"
+    ttl: Duration = timedelta(days=30)
 
 
 class Sticky(Model):
@@ -292,15 +301,11 @@ class Split(Model):
         return variants
 
 
-class AffinityCookie(Model):
+class AffinityCookie(GatewayCookie):
     """The gateway sets this cookie on the first response; it pins the client to an endpoint."""
 
     name: TokenName = "mg-session"
     ttl: Duration = timedelta(hours=1)
-    path: str = "/"
-
-    _ttl = field_validator("ttl")(_check_cookie_ttl)
-    _path = field_validator("path")(_check_cookie_path)
 
 
 class SessionAffinity(Model):

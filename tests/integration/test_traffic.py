@@ -248,6 +248,9 @@ def test_client_cannot_choose_the_variant_header(gw: Gateway) -> None:
     for _ in range(20):
         _, echo = _echo(client, "/split/x", headers={"x-meshgate-variant": "forged"})
         assert echo["headers"]["x-meshgate-variant"] == echo["upstream"]
+    # nor forge it on a route without a split
+    _, echo = _echo(client, "/headers/x", headers={"x-meshgate-variant": "forged"})
+    assert "x-meshgate-variant" not in {k for k, _ in echo["header_list"]}
     client.close()
 
 

@@ -123,6 +123,10 @@ def apply_route(route: Route, ctx: RouteContext, out: rc_pb2.Route) -> None:
     out.response_headers_to_remove.extend(resp_remove)
     if not out.HasField("route"):
         return  # a direct response: only the response headers apply
+    if route.split is None:
+        # Only a split may say which variant a request is in: neither the upstream nor the
+        # access log should see a value the client made up.
+        out.request_headers_to_remove.append(VARIANT_HEADER)
     action = out.route
     if route.rewrite is not None:
         rw = route.rewrite

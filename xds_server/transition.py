@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from envoy.config.listener.v3 import listener_pb2
+
 from .deps import PARENT, expected_names
-from .snapshot import ORDER, WILDCARD_TYPES, Resource, Snapshot
+from .snapshot import LISTENER, ORDER, WILDCARD_TYPES, Resource, Snapshot
 
 #: name -> resource version: what a client holds of one type, or should hold.
 State = dict[str, str]
@@ -146,11 +148,13 @@ class Planner:
         bodies = {n: r for n, r in own.items() if tr.in_scope(n)}
         state = {n: r.version for n, r in bodies.items()}
         if keep or not self._removable(tr.type_url):
-            for name, version in tr.client.items():
-                if name not in state and tr.in_scope(name):
-                    state[name] = version
-                    if name in tr.held:
-                        bodies[name] = tr.held[name]
+            kept = [n for n in tr.client if n not in state and tr.in_scope(n)]
+            if tr.type_url == LISTENER and kept:
+                kept = _without_address_clashes(kept, tr.held, own)
+            for name in kept:
+                state[name] = tr.client[name]
+                if name in tr.held:
+                    bodies[name] = tr.held[name]
         return state, bodies
 
     def plan(self, snap: Snapshot) -> list[Step]:
@@ -236,6 +240,23 @@ class Planner:
             tr.rejected = sent.version
             self.stalled_on = sent.snapshot_version
         return sent
+
+
+def _listener_address(res: Resource) -> tuple[str, int]:
+    listener = res.unpack()
+    assert isinstance(listener, listener_pb2.Listener)
+    sa = listener.address.socket_address
+    return sa.address, sa.port_value
+
+
+def _without_address_clashes(
+    kept: list[str], held: dict[str, Resource], new: Mapping[str, Resource]
+) -> list[str]:
+    """Removed listeners that may stay during make-before-break: not one whose address a new
+    listener takes (a renamed listener on the same port). Keeping it would make Envoy refuse
+    the whole update ("duplicate address"); that one listener is replaced in place instead."""
+    taken = {_listener_address(r) for r in new.values()}
+    return [n for n in kept if n not in held or _listener_address(held[n]) not in taken]
 
 
 def default_wildcard(type_url: str, names: set[str]) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import threading
@@ -204,3 +205,22 @@ def test_a_dead_canary_is_restarted_and_still_judges(
     write_config(config_file, base_config(upstreams, listener_port, bad))
     wait_until(lambda: cp.status()["config"]["errors"], 10, "rejection")
     assert client.upstream("/") == "beta"
+
+
+def test_renaming_a_listener_on_the_same_port_goes_live(
+    stack: Stack, config_file: Path, upstreams: Upstreams, listener_port: int
+) -> None:
+    cp, envoy = stack(_routes("alpha"))
+    client = Client(listener_port)
+    wait_until(lambda: client.upstream("/") == "alpha", 15, "first config")
+    renamed = base_config(upstreams, listener_port, _routes("beta"))
+    renamed["listeners"][0]["name"] = "public-renamed"
+    write_config(config_file, renamed)
+    # make-before-break must not keep the old listener beside the new one on the same address
+    wait_until(lambda: Client(listener_port).upstream("/") == "beta", 10, "renamed listener live")
+    status = cp.status()
+    assert status["config"]["errors"] == []
+    assert status["recent_nacks"] == []
+    dump = json.loads(envoy.process.admin_get("/config_dump?resource=dynamic_listeners"))
+    active = {c["name"] for c in dump["configs"] if "active_state" in c}
+    assert active == {"public-renamed"}  # the old one is only draining

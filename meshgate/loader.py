@@ -165,7 +165,24 @@ class _DuplicateKeyError(Exception):
 _FastBase: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _FastLoader(_FastBase):  # type: ignore[misc, valid-type]
+class _LocatedValues:
+    """Values YAML parses but Python cannot build (``2024-13-01`` read as a date, a list as a
+    mapping key) become YAML errors that say where, instead of escaping as ValueError."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)  # type: ignore[misc]
+        except (ValueError, TypeError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {node.value!r} here: {exc}", node.start_mark
+            ) from None
+
+
+class _CheckedLoader(_LocatedValues, yaml.SafeLoader):
+    """PyYAML's pure-Python loader: slower, used to word errors."""
+
+
+class _FastLoader(_LocatedValues, _FastBase):  # type: ignore[misc, valid-type]
     """libyaml's parser (when installed) plus a duplicate-key check.
 
     The fast path builds data only: no node tree is kept, since line numbers are needed only
@@ -212,13 +229,14 @@ def parse_config(text: str, source: str = "<config>") -> LoadedConfig:
                 for loc, node in _duplicate_keys(root)
             ]
         ) from None
-    except yaml.YAMLError:
-        # PyYAML's own parser, for the wording the invalid-config fixtures pin down
+    except yaml.YAMLError as fast_exc:
+        # PyYAML's own parser, for the wording the invalid-config fixtures pin down; where it
+        # accepts what libyaml refused (e.g. a lone surrogate escape), libyaml's reason stands.
         try:
-            yaml.compose(text, Loader=yaml.SafeLoader)
+            yaml.load(text, Loader=_CheckedLoader)
         except yaml.YAMLError as exc:
             raise _yaml_error(exc, source) from None
-        raise
+        raise _yaml_error(fast_exc, source) from None
     if data is None:
         raise ConfigError([ConfigProblem(source, "", "the file is empty")])
     if not isinstance(data, dict):

@@ -32,7 +32,7 @@ class FileConfigSource:
         self.on_config = on_config
         self.on_error = on_error
         self.interval = interval
-        self._last_stat: tuple[int, int, int] | None = None
+        self._last_stat: tuple[int, int, int, int] | None = None
         self._last_digest: str | None = None
 
     async def check_once(self) -> None:
@@ -46,7 +46,8 @@ class FileConfigSource:
                     ConfigError([ConfigProblem(str(self.path), "", "file not found")]), "missing"
                 )
             return
-        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        # ctime too: a chmod that makes an unreadable file readable changes only that
+        key = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
         if key == self._last_stat:
             return
         self._last_stat = key
@@ -65,6 +66,11 @@ class FileConfigSource:
                 loaded = parse_config(text, str(self.path))
         except ConfigError as exc:
             self.on_error(exc, digest)
+            return
+        except Exception as exc:  # a loader bug must still be reported, not swallowed
+            log.exception("config could not be loaded")
+            problem = ConfigProblem(str(self.path), "", f"cannot load the file: {exc!r}")
+            self.on_error(ConfigError([problem]), digest)
             return
         await self.on_config(loaded)
 

@@ -99,6 +99,15 @@ class CanaryValidator:
             stderr=self._log,
         )
         self._lock = asyncio.Lock()
+        #: Envoy's error per (type, version) the canary rejected. The canary is never sent a
+        #: rejected version again, so a later candidate that still contains it would get no
+        #: answer at all; it gets the remembered one at once instead.
+        self._rejected: dict[tuple[str, str], str] = {}
+        registry.add_listener(self._remember_rejection)
+
+    def _remember_rejection(self, event: StatusEvent) -> None:
+        if event.kind == "nack" and event.stream.node_id == self.node_id:
+            self._rejected[(event.type_url, event.version)] = event.error
 
     def start(self) -> None:
         self.envoy.start()
@@ -118,6 +127,7 @@ class CanaryValidator:
         )
         self._log.seek(0)
         self._log.truncate()
+        self._rejected.clear()  # a new Envoy judges afresh
         self.envoy.start()
 
     def _accepted(self, snap: Snapshot) -> bool:
@@ -138,6 +148,10 @@ class CanaryValidator:
             if not self.envoy.running():
                 self._restart()
             snap = canary_snapshot(snapshot)
+            for type_url in ORDER:
+                error = self._rejected.get((type_url, snap.type_version(type_url)))
+                if error is not None:
+                    return [f"Envoy rejected {short_name(type_url)}: {error}"]
             loop = asyncio.get_running_loop()
             verdict: asyncio.Future[list[str]] = loop.create_future()
 

@@ -224,3 +224,30 @@ def test_renaming_a_listener_on_the_same_port_goes_live(
     dump = json.loads(envoy.process.admin_get("/config_dump?resource=dynamic_listeners"))
     active = {c["name"] for c in dump["configs"] if "active_state" in c}
     assert active == {"public-renamed"}  # the old one is only draining
+
+
+def test_a_second_edit_still_containing_a_rejected_part_gets_envoys_reason(
+    stack: Stack, config_file: Path, upstreams: Upstreams, listener_port: int
+) -> None:
+    cp, envoy = stack(_routes("alpha"))
+    client = Client(listener_port)
+    wait_until(lambda: client.upstream("/") == "alpha", 15, "first config")
+    bad_route = {"name": "big", "match": {"regex": "^/a{1001}$"}, "service": "beta"}
+
+    def rejected() -> list[dict[str, Any]]:
+        return [e for e in cp.status()["config"]["errors"] if "Envoy rejected" in e["message"]]
+
+    write_config(config_file, base_config(upstreams, listener_port, [bad_route, *_routes("beta")]))
+    wait_until(rejected, 10, "first rejection")
+    first_digest = cp.status()["config"]["rejected_digest"]
+    # the same bad route table, with a change elsewhere (a new service): the canary never gets
+    # the rejected route table again, so the reason must come from memory, not a timeout
+    again = base_config(upstreams, listener_port, [bad_route, *_routes("beta")])
+    again["services"].append({"name": "extra", "endpoints": [{"address": "127.0.0.1", "port": 1}]})
+    write_config(config_file, again)
+    wait_until(
+        lambda: cp.status()["config"]["rejected_digest"] != first_digest, 15, "second rejection"
+    )
+    second = rejected()  # Envoy's reason, not the canary's 10 s timeout
+    assert "repetition" in second[0]["message"] and "did not ACK" not in second[0]["message"]
+    assert client.upstream("/") == "alpha"

@@ -16,7 +16,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from .regex import Regex
 from .traffic import HeaderName
-from .values import Duration, HttpMethod, Model, not_bool
+from .values import Duration, HeaderText, HttpMethod, Model, not_bool
 
 if TYPE_CHECKING:
     from .references import Issue
@@ -27,26 +27,8 @@ MAX_UINT32 = 4_294_967_295
 Size = Annotated[int, Field(ge=1, le=MAX_UINT32), BeforeValidator(not_bool)]
 Algorithm = Literal["gzip", "brotli", "zstd"]
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: What a browser sends in ``Origin``: scheme, host and optional port, nothing after.
 _ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?$")
-
-
-def _literal_header_value(value: Any) -> Any:
-    """A header value sent as written: printable, and not empty (an empty header is a typo)."""
-    if isinstance(value, str):
-        if not value.strip():
-            raise ValueError("must not be empty")
-        bad = _CONTROL.search(value)
-        if bad is not None:
-            raise ValueError(
-                f"{value!r} contains the control character {bad.group()!r} at position "
-                f"{bad.start()}; Envoy refuses it in a header"
-            )
-    return value
-
-
-HeaderText = Annotated[str, BeforeValidator(_literal_header_value)]
 
 
 def _check_origin(value: Any) -> Any:

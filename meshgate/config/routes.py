@@ -15,6 +15,7 @@ from .values import (
     HEADER_NAME_PATTERN,
     MAX_DIRECT_RESPONSE_BODY_BYTES,
     Duration,
+    HeaderText,
     HttpMethod,
     Model,
     Name,
@@ -70,7 +71,7 @@ class DirectResponse(Model):
 
     status: Annotated[int, Field(ge=200, le=599), BeforeValidator(not_bool)] = 200
     body: str = ""
-    content_type: str = "text/plain"
+    content_type: HeaderText = "text/plain"
 
     @field_validator("body")
     @classmethod

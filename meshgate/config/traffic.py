@@ -21,6 +21,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from .regex import Regex
 from .resilience import HASH_LB_POLICIES
 from .values import (
+    CONTROL_CHARS,
     HEADER_NAME_PATTERN,
     Duration,
     Model,
@@ -28,6 +29,7 @@ from .values import (
     check_header_name,
     exactly_one,
     not_bool,
+    reject_control_chars,
 )
 
 if TYPE_CHECKING:
@@ -40,16 +42,6 @@ VARIANT_HEADER = "x-meshgate-variant"
 #: One substitution command as Envoy's formatter parses it: ``%NAME%``, ``%NAME(args)%``,
 #: optionally truncated with ``:N``. Anything else after a ``%`` makes Envoy NACK the routes.
 _COMMAND = re.compile(r"%[A-Z0-9_]+(\([^)]*\))?(:[0-9]+)?%")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _check_no_control(value: str, what: str) -> None:
-    bad = _CONTROL.search(value)
-    if bad is not None:
-        raise ValueError(
-            f"{what} {value!r} contains the control character {bad.group()!r} at position "
-            f"{bad.start()}; Envoy refuses it in a header"
-        )
 
 
 def check_header_value(value: Any) -> Any:
@@ -61,7 +53,7 @@ def check_header_value(value: Any) -> Any:
     """
     if not isinstance(value, str):
         return value
-    _check_no_control(value, "header value")
+    reject_control_chars(value, "header value")
     i = 0
     while (i := value.find("%", i)) != -1:
         if value.startswith("%%", i):
@@ -139,7 +131,7 @@ def _check_cookie_ttl(value: timedelta) -> timedelta:
 def _check_cookie_path(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError(f"a cookie path must start with '/', got {value!r}")
-    if ";" in value or _CONTROL.search(value) or " " in value:
+    if ";" in value or CONTROL_CHARS.search(value) or " " in value:
         raise ValueError(
             f"a cookie path cannot contain ';', spaces or control characters: {value!r}"
         )
@@ -156,7 +148,7 @@ class RegexRewrite(Model):
     def _groups_exist(self) -> RegexRewrite:
         # Envoy accepts ``\2`` with one group, then fails the rewrite on every request and
         # forwards the path unchanged; say so now instead.
-        _check_no_control(self.substitution, "substitution")
+        reject_control_chars(self.substitution, "substitution")
         groups = re.compile(self.pattern).groups
         for ref in re.finditer(r"\\(\d)", self.substitution):
             if int(ref.group(1)) > groups:

@@ -151,3 +151,30 @@ def exactly_one(model: BaseModel, fields: tuple[str, ...], what: str) -> None:
         choices = ", ".join(f"'{f}'" for f in fields)
         found = ", ".join(f"'{f}'" for f in given) or "none"
         raise ValueError(f"{what} needs exactly one of {choices} (found: {found})")
+
+
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def reject_control_chars(value: str, what: str = "") -> None:
+    """Envoy refuses a header (and so the whole resource) with a CR, LF or other control byte."""
+    bad = CONTROL_CHARS.search(value)
+    if bad is not None:
+        subject = f"{what} {value!r}" if what else repr(value)
+        raise ValueError(
+            f"{subject} contains the control character {bad.group()!r} at position "
+            f"{bad.start()}; Envoy refuses it in a header"
+        )
+
+
+def literal_header_value(value: Any) -> Any:
+    """A header value sent as written: printable, and not empty (an empty header is a typo)."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("must not be empty")
+        reject_control_chars(value)
+    return value
+
+
+#: A header value sent literally (no substitution commands).
+HeaderText = Annotated[str, BeforeValidator(literal_header_value)]

@@ -130,8 +130,19 @@ def _cmd_status(a: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2))
     else:
         print(format_status(status))
+    return 2 if unhealthy(status) else 0
+
+
+def unhealthy(status: dict[str, Any]) -> bool:
+    """The latest config was rejected, or some Envoy refused the latest update it was sent."""
     cfg = status.get("config")
-    return 2 if isinstance(cfg, dict) and cfg.get("errors") else 0
+    if isinstance(cfg, dict) and cfg.get("errors"):
+        return True
+    return any(
+        ts.get("nack_error") and ts.get("nack_version") == ts.get("sent_version")
+        for envoy in status.get("envoys", [])
+        for ts in envoy.get("types", {}).values()
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -144,8 +145,10 @@ class Stack:
             f"  config          {self.config_path} (watched: edits go live)",
         ]
         for listener in self.config.listeners:
-            host = "127.0.0.1" if listener.address in ("0.0.0.0", "::") else listener.address
-            lines.append(f"  listener {listener.name:<7}http://{host}:{listener.port}/")
+            everywhere = listener.address in ("0.0.0.0", "::")
+            host = "127.0.0.1" if everywhere else listener.address
+            where = "  (listening on ALL interfaces)" if everywhere else ""
+            lines.append(f"  listener {listener.name:<7}http://{host}:{listener.port}/{where}")
             for vh in listener.virtual_hosts:
                 for r in vh.routes:
                     lines.append(f"      {_describe_route(r)}")
@@ -172,6 +175,34 @@ def _describe_route(route: Route) -> str:
     return f"{what:<28} -> {target}" + (f"  (only {', '.join(cond)})" if cond else "")
 
 
+def wanted_ports(opts: UpOptions, config: GatewayConfig) -> list[tuple[str, int, str]]:
+    """Every socket ``meshgate up`` will bind: (address, port, who)."""
+    out = [
+        ("127.0.0.1", opts.xds_port, "the control plane's xDS port (--xds-port)"),
+        ("127.0.0.1", opts.control_admin_port, "the control plane's HTTP port (--admin-port)"),
+        ("127.0.0.1", opts.envoy_admin_port, "Envoy's admin (--envoy-admin-port)"),
+    ]
+    out += [(lst.address, lst.port, f"listener {lst.name!r}") for lst in config.listeners]
+    out += [(d.address, d.port, f"demo upstream {d.name!r}") for d in config.demo_upstreams]
+    return out
+
+
+def ports_in_use(wanted: list[tuple[str, int, str]]) -> list[str]:
+    """Which of the sockets cannot be bound now, as messages; checked before starting
+    anything, so a second ``meshgate up`` fails with one clear line instead of a half-started
+    stack whose health checks are answered by the first one."""
+    busy = []
+    for address, port, who in wanted:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((address, port))
+            except OSError as exc:
+                busy.append(f"port {port} on {address} for {who} is not free: {exc.strerror}")
+    return busy
+
+
 def run_up(opts: UpOptions) -> int:
     config_path = opts.config or default_config_path()
     try:
@@ -182,6 +213,12 @@ def run_up(opts: UpOptions) -> int:
         return 1
     except EnvoyNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    busy = ports_in_use(wanted_ports(opts, loaded.config))
+    if busy:
+        for line in busy:
+            print(f"error: {line}", file=sys.stderr)
+        print("error: is another meshgate running? choose other ports or stop it", file=sys.stderr)
         return 1
     stack = Stack(opts, str(Path(config_path).resolve()), loaded.config)
 

@@ -97,3 +97,25 @@ def test_render_bad_file_fails_like_validate() -> None:
     assert result.stdout == ""
     expected = (INVALID / "duplicate_key.expected").read_text(encoding="utf-8")
     assert result.stderr == f"error: {expected.replace('{file}', str(path))}"
+
+
+def test_status_is_unhealthy_on_rejected_config_or_a_fleet_nack() -> None:
+    from meshgate.cli import unhealthy
+
+    ok_type = {"sent_version": "v2", "acked_version": "v2", "nack_error": None}
+    nacked = {
+        "sent_version": "v2",
+        "acked_version": "v1",
+        "nack_version": "v2",
+        "nack_error": "bad",
+    }
+    healed = {
+        "sent_version": "v3",
+        "acked_version": "v3",
+        "nack_version": "v2",
+        "nack_error": "bad",
+    }
+    assert not unhealthy({"config": {"errors": []}, "envoys": [{"types": {"RDS": ok_type}}]})
+    assert unhealthy({"config": {"errors": [{"message": "x"}]}, "envoys": []})
+    assert unhealthy({"config": {"errors": []}, "envoys": [{"types": {"LDS": nacked}}]})
+    assert not unhealthy({"config": {"errors": []}, "envoys": [{"types": {"LDS": healed}}]})

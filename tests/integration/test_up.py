@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -105,3 +106,32 @@ def test_up_refuses_an_invalid_config(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"error: {bad}:3:5: listeners[0].port:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_up_refuses_ports_in_use_before_starting_anything(tmp_path: Path) -> None:
+    config, port = _quickstart_on_free_ports(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "meshgate.cli",
+                "up",
+                "--config",
+                str(config),
+                "--xds-port",
+                str(free_port()),
+                "--admin-port",
+                str(free_port()),
+                "--envoy-admin-port",
+                str(free_port()),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert f"error: port {port} on 127.0.0.1 for listener 'public' is not free" in result.stderr
+    assert "meshgate is up" not in result.stderr and "Traceback" not in result.stderr

@@ -23,7 +23,6 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -42,6 +41,8 @@ from .status import StatusEvent, StatusRegistry
 log = logging.getLogger("meshgate.validation")
 
 #: "[2026-01-01 00:00:00.000][123][critical][main] [source/server/x.cc:76] " before Envoy's text
+_PROTO_MARKER = re.compile(r"goo\.gle/debug\w*\s*")
+_INIT_PREFIX = re.compile(r"^error initializing configuration '[^']*':\s*")
 _LOG_PREFIX = re.compile(r"^(\[[^\]]*\]\s*)+")
 
 
@@ -253,6 +254,27 @@ class ValidateModeValidator:
                 return [f"envoy --mode validate did not finish within {self.timeout:g}s"]
         if proc.returncode == 0:
             return []
-        text = out.decode(errors="replace").strip()
-        lines: Sequence[str] = [_LOG_PREFIX.sub("", ln) for ln in text.splitlines() if ln.strip()]
-        return [f"Envoy rejected the config: {' '.join(lines or [text])[-2000:]}"]
+        return [f"Envoy rejected the config: {envoy_reason(out.decode(errors='replace'))}"]
+
+
+def envoy_reason(output: str) -> str:
+    """The reason in ``envoy --mode validate`` output, without the proto dump around it.
+
+    Envoy prints "error initializing configuration '<file>': <reason>", and for a proto
+    constraint a text dump of the offending message followed by ": Proto constraint
+    validation failed (...)" on its own line; only the reason lines are kept.
+    """
+    keep: list[str] = []
+    for raw in output.splitlines():
+        line = _LOG_PREFIX.sub("", raw).strip()
+        if line.startswith("error initializing configuration"):
+            line = _INIT_PREFIX.sub("", line)
+        elif line.startswith(": "):
+            line = line[2:]
+        else:
+            continue
+        # protobuf's debug-string markers ("goo.gle/debugstr") carry no meaning for operators
+        line = _PROTO_MARKER.sub("", line).strip()
+        if line:
+            keep.append(line)
+    return " ".join(keep)[:2000] if keep else output.strip()[-2000:]

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -51,11 +51,18 @@ def find_envoy(explicit: str | None = None) -> str:
     return found
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the parent dies (Linux only)."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _die_with(parent: int) -> Callable[[], None]:
+    """In the child, before exec: get SIGTERM when the parent dies (Linux only), and give up
+    at once if it already died between fork and here (the signal would never come)."""
+
+    def preexec() -> None:
+        with contextlib.suppress(Exception):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 def spawn(
@@ -70,7 +77,7 @@ def spawn(
         stdout=stdout,
         stderr=stderr,
         env=env,
-        preexec_fn=_die_with_parent,
+        preexec_fn=_die_with(os.getpid()),
         start_new_session=True,
     )
 

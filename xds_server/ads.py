@@ -28,7 +28,10 @@ _Resp = TypeVar("_Resp")
 class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
     """Serves every connected Envoy from ``cache`` and reports to ``registry``."""
 
-    def __init__(self, cache: SnapshotCache, registry: StatusRegistry) -> None:
+    def __init__(
+        self, cache: SnapshotCache, registry: StatusRegistry, nack_retry: float = 30.0
+    ) -> None:
+        self._nack_retry = nack_retry
         self._cache = cache
         self._registry = registry
         self._streams: set[AdsStream[Any, Any]] = set()
@@ -53,6 +56,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
         ],
     ) -> None:
         stream = SotwStream(self._cache, self._registry, context.peer())
+        stream.planner.retry_base = self._nack_retry
         await self._serve(stream, request_iterator, context)
 
     async def DeltaAggregatedResources(
@@ -63,6 +67,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
         ],
     ) -> None:
         stream = DeltaStream(self._cache, self._registry, context.peer())
+        stream.planner.retry_base = self._nack_retry
         await self._serve(stream, request_iterator, context)
 
     async def _serve(

@@ -49,6 +49,7 @@ class Settings:
     envoy_path: str | None = None
     poll_interval: float = 0.2
     log_level: str = "INFO"
+    nack_retry: float = 30.0
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -132,7 +133,7 @@ class ControlPlane:
                 ("grpc.max_send_message_length", 256 * 1024 * 1024),
             ]
         )
-        self.servicer = AdsServicer(self.cache, self.registry)
+        self.servicer = AdsServicer(self.cache, self.registry, s.nack_retry)
         add_to_server(self.server, self.servicer)
         self.xds_port = self.server.add_insecure_port(s.xds_address)
         if self.xds_port == 0:
@@ -222,6 +223,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--envoy", dest="envoy_path", help="Envoy binary for the validator")
     p.add_argument("--poll-interval", type=float, default=0.2)
     p.add_argument("--log-level", default="INFO")
+    p.add_argument(
+        "--nack-retry",
+        type=float,
+        default=30.0,
+        help="seconds before an update an Envoy rejected is sent to it again (doubling, "
+        "up to 10 min); a fleet Envoy may reject for a reason of its host that goes away",
+    )
     a = p.parse_args(argv)
     return Settings(
         a.config,
@@ -231,6 +239,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         a.envoy_path,
         a.poll_interval,
         a.log_level,
+        a.nack_retry,
     )
 
 

@@ -18,7 +18,7 @@ from typing import ClassVar, Generic, TypeVar
 
 from envoy.config.core.v3 import base_pb2
 
-from .cache import SnapshotCache
+from .cache import CANARY_GROUP, SnapshotCache
 from .snapshot import Snapshot, short_name
 from .status import StatusRegistry, StreamStatus
 from .transition import Planner, Step, TypeTrack
@@ -81,7 +81,11 @@ class AdsStream(ABC, Generic[ReqT, RespT]):
         watcher: asyncio.Task[None] | None = None
         try:
             while True:
-                item = await self._queue.get()
+                try:
+                    # wake up by ourselves when a rejected update is due for another try
+                    item = await asyncio.wait_for(self._queue.get(), self.planner.retry_in())
+                except TimeoutError:
+                    item = _Signal.SNAPSHOT
                 if item is _Signal.STOP or item is _Signal.END:
                     return
                 if not isinstance(item, _Signal):
@@ -124,6 +128,7 @@ class AdsStream(ABC, Generic[ReqT, RespT]):
             node = base_pb2.Node()
         self.node_id = node.id
         self.group = self._cache.group_of(node)
+        self.planner.retry_rejected = self.group != CANARY_GROUP
         self.status = self._registry.opened(node.id, node.cluster, self.protocol, self._peer)
         log.info("xds stream opened", extra={"fields": self._fields()})
 

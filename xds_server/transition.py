@@ -17,7 +17,9 @@ rather than stored as a phase, so a newer snapshot arriving mid-transition simpl
 from __future__ import annotations
 
 import itertools
+import math
 import secrets
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -76,8 +78,13 @@ class TypeTrack:
     inflight: Inflight | None = None
     #: Latest nonce sent for this type; a request carrying any other non-empty nonce is stale.
     nonce: str = ""
-    #: Version of the last NACKed response, never sent again.
+    #: Version of the last NACKed response: not sent again until ``retry_at``.
     rejected: str = ""
+    #: When the rejected version may be tried again (a fleet Envoy may reject for a reason of
+    #: its own host that goes away, e.g. a listener port another process held), and how many
+    #: times in a row it was rejected (the backoff doubles each time).
+    retry_at: float = 0.0
+    rejections: int = 0
     #: A first (or re-)subscription: answered even when it would carry nothing new.
     must_answer: bool = False
     #: New names were subscribed: answered (if anything differs) ahead of the push order.
@@ -119,8 +126,20 @@ class Planner:
     (CDS, LDS), where omission means deletion, while omitting an EDS/RDS resource means nothing.
     """
 
-    def __init__(self, removable: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        removable: Callable[[str], bool],
+        clock: Callable[[], float] = time.monotonic,
+        retry_base: float = 30.0,
+        retry_max: float = 600.0,
+    ) -> None:
         self._removable = removable
+        self._clock = clock
+        self.retry_base = retry_base
+        self._retry_max = retry_max
+        #: Off for the canary: it rejects for the config's sake, never for its host's, and
+        #: the validator remembers its verdicts.
+        self.retry_rejected = True
         self._tracks: dict[str, TypeTrack] = {}
         self._nonces = Nonces()
         #: Snapshot version whose transition was stopped by a NACK.
@@ -173,9 +192,24 @@ class Planner:
             steps.append(push)
         return steps
 
+    def retry_in(self) -> float | None:
+        """Seconds until a rejected update may be retried (the stream wakes up then)."""
+        due = [
+            t.retry_at
+            for t in self._tracks.values()
+            if t.rejected and t.inflight is None and t.retry_at < math.inf
+        ]
+        # never 0: a retry blocked behind another type must not make the stream spin
+        return max(0.05, min(due) - self._clock()) if due else None
+
+    def _retry_due(self, tr: TypeTrack) -> bool:
+        return bool(tr.rejected) and self._clock() >= tr.retry_at
+
     def _next_push(self, snap: Snapshot) -> Step | None:
         if snap.version == self.stalled_on:
-            return None
+            if not any(self._retry_due(tr) for tr in self._tracks.values()):
+                return None
+            self.stalled_on = ""
         tracks = list(self._active())
         adds = {tr.type_url: self.target(tr, snap, keep=True) for tr in tracks}
         cleanup = all(
@@ -193,7 +227,7 @@ class Planner:
             version = snap.type_version(tr.type_url)
             if tr.holds(state, version):
                 continue
-            if version == tr.rejected:
+            if version == tr.rejected and not self._retry_due(tr):
                 return None  # blocked on a rejected update: later types must not run ahead
             return self._send(tr, state, bodies, snap)
         return None
@@ -213,6 +247,8 @@ class Planner:
     def _send(
         self, tr: TypeTrack, state: State, bodies: dict[str, Resource], snap: Snapshot
     ) -> Step:
+        if tr.rejected:
+            tr.retry_at = math.inf  # this send is the retry; the next NACK sets a new time
         nonce = self._nonces.next()
         version = snap.type_version(tr.type_url)
         tr.inflight = Inflight(nonce, version, dict(state), dict(bodies), snap.version)
@@ -230,14 +266,19 @@ class Planner:
         if sent is not None:
             tr.client, tr.held, tr.client_version = sent.state, sent.bodies, sent.version
             tr.rejected = ""
+            tr.rejections = 0
         return sent
 
     def nack(self, tr: TypeTrack) -> Inflight | None:
-        """The latest response was rejected: the client keeps what it had, that version is
-        never resent, and the transition it belonged to stops until the next snapshot."""
+        """The latest response was rejected: the client keeps what it had, the transition it
+        belonged to stops, and that version is sent again only after a backoff (30 s, then
+        doubling up to 10 min) or when a newer snapshot replaces it."""
         sent, tr.inflight = tr.inflight, None
         if sent is not None:
+            tr.rejections = tr.rejections + 1 if tr.rejected == sent.version else 1
             tr.rejected = sent.version
+            backoff = min(self._retry_max, self.retry_base * 2 ** (tr.rejections - 1))
+            tr.retry_at = self._clock() + backoff if self.retry_rejected else math.inf
             self.stalled_on = sent.snapshot_version
         return sent
 

@@ -99,9 +99,16 @@ def _tcp_open(port: int) -> bool:
 class ControlPlane:
     """``python -m xds_server`` on free ports, killable and restartable."""
 
-    def __init__(self, config_path: Path, validator: str = "canary", wait: bool = True) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        validator: str = "canary",
+        wait: bool = True,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.config_path = config_path
         self.validator = validator
+        self.extra_args = extra_args
         self.xds_port = free_port()
         self.admin_port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="xds-", suffix=".log", delete=False)
@@ -128,6 +135,7 @@ class ControlPlane:
                 self.validator,
                 "--poll-interval",
                 "0.05",
+                *self.extra_args,
             ],
             stdout=self.log,
             stderr=self.log,

@@ -6,12 +6,15 @@ import http.client
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from meshgate.envoy_process import free_port
 
 from .conftest import base_config
 from .harness import Client, ControlPlane, Envoy, Upstreams, child_pids, wait_until, write_config
@@ -251,3 +254,34 @@ def test_a_second_edit_still_containing_a_rejected_part_gets_envoys_reason(
     second = rejected()  # Envoy's reason, not the canary's 10 s timeout
     assert "repetition" in second[0]["message"] and "did not ACK" not in second[0]["message"]
     assert client.upstream("/") == "alpha"
+
+
+def test_an_update_an_envoy_rejected_for_its_host_is_retried(
+    tmp_path: Path, upstreams: Upstreams, listener_port: int
+) -> None:
+    """A port held by another process on the Envoy's host: Envoy NACKs the listener; once the
+    port is free, the retry (after --nack-retry) brings the listener up without any edit."""
+    second_port = free_port()
+    config = base_config(upstreams, listener_port, _routes("alpha"))
+    config["listeners"].append({**config["listeners"][0], "name": "second", "port": second_port})
+    path = tmp_path / "gateway.yaml"
+    write_config(path, config)
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", second_port))
+    holder.listen()
+    cp = ControlPlane(path, extra_args=("--nack-retry", "1"))
+    envoy = Envoy(cp.xds_port)
+    try:
+        wait_until(lambda: Client(listener_port).upstream("/") == "alpha", 15, "first listener")
+
+        def lds_nacked() -> bool:
+            [node] = cp.status()["envoys"]
+            return "cannot bind" in (node["types"]["LDS"]["nack_error"] or "")
+
+        wait_until(lds_nacked, 10, "LDS NACKed for the held port")
+        holder.close()
+        wait_until(lambda: Client(second_port).upstream("/") == "alpha", 15, "retried listener")
+    finally:
+        holder.close()
+        envoy.stop()
+        cp.stop()

@@ -158,3 +158,16 @@ def test_envoy_accepts_every_compiled_form(case: Path) -> None:
     lb policy, pool options beside HTTP/1.1 and HTTP/2); Envoy itself must accept them."""
     snapshot = compile_snapshot(load_config(case).config)
     assert asyncio.run(ValidateModeValidator().validate(snapshot)) == []
+
+
+def test_other_endpoint_predicate_is_on_by_default_and_can_be_turned_off() -> None:
+    from meshgate.config.resilience import RetryPolicy
+    from xds_server.compiler.resilience import retry_policy
+
+    default = retry_policy(RetryPolicy())
+    assert [p.name for p in default.retry_host_predicate] == [
+        "envoy.retry_host_predicates.previous_hosts"
+    ]
+    assert default.host_selection_retry_max_attempts == 3
+    off = retry_policy(RetryPolicy(other_endpoint=False))
+    assert list(off.retry_host_predicate) == [] and off.host_selection_retry_max_attempts == 0

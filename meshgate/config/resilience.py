@@ -76,6 +76,11 @@ class RetryPolicy(Model):
     per_try_timeout: Duration | None = None
     retriable_status_codes: list[StatusCode] = Field(default_factory=list)
     backoff: Backoff | None = None
+    other_endpoint: bool = Field(
+        default=True,
+        description="retry on an endpoint not tried yet for this request (costs ~5 % CPU per "
+        "request on the route, retried or not)",
+    )
 
     _per_try_positive = field_validator("per_try_timeout")(_positive)
 

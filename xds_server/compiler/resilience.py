@@ -68,16 +68,17 @@ def retry_policy(policy: RetryPolicy) -> rc_pb2.RetryPolicy:
         retry_on=",".join(policy.retry_on),
         num_retries=wrappers_pb2.UInt32Value(value=policy.num_retries),
         retriable_status_codes=policy.retriable_status_codes,
+    )
+    if policy.other_endpoint:
         # A retry goes to another endpoint when there is one: retrying the endpoint that just
         # failed is the least likely way to succeed.
-        retry_host_predicate=[
+        out.retry_host_predicate.append(
             rc_pb2.RetryPolicy.RetryHostPredicate(
                 name="envoy.retry_host_predicates.previous_hosts",
                 typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()),
             )
-        ],
-        host_selection_retry_max_attempts=HOST_SELECTION_ATTEMPTS,
-    )
+        )
+        out.host_selection_retry_max_attempts = HOST_SELECTION_ATTEMPTS
     if policy.per_try_timeout is not None:
         out.per_try_timeout.CopyFrom(duration(policy.per_try_timeout))
     if policy.backoff is not None:

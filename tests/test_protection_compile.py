@@ -95,11 +95,11 @@ def test_chain_order_and_which_filters_are_disabled() -> None:
     )
     hcm, _ = _compiled(text)
     assert _filters(hcm) == [
-        (CORS, False),
+        (CORS, True),
         (BUFFER, True),
         (compressor_name("gzip"), False),
         (compressor_name("zstd"), False),
-        (RESPONSE_HEADERS, False),
+        (RESPONSE_HEADERS, True),
         (CACHE, True),
         ("envoy.filters.http.router", False),
     ]

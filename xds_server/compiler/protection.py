@@ -148,8 +148,11 @@ def http_filters(ctx: ListenerContext) -> list[hcm_pb2.HttpFilter]:
     """
     listener = ctx.listener
     out: list[hcm_pb2.HttpFilter] = []
+    # Every filter here is off in the chain unless the listener as a whole needs it, and is
+    # switched on by the per-route (or per-virtual-host) config of the routes that use it: a
+    # route with no such policy does not pay for the filter at all.
     if _uses_cors(listener):
-        out.append(_filter(CORS, cors_pb2.Cors()))
+        out.append(_filter(CORS, cors_pb2.Cors(), disabled=True))
     body_limits = [r.max_request_bytes for _, r in _routes(listener) if r.max_request_bytes]
     if body_limits:
         # Disabled here, enabled by each route's own limit; the value here is never used.
@@ -173,7 +176,7 @@ def http_filters(ctx: ListenerContext) -> list[hcm_pb2.HttpFilter]:
                 )
             )
     if _uses_response_headers(listener):
-        out.append(_filter(RESPONSE_HEADERS, header_mutation_pb2.HeaderMutation()))
+        out.append(_filter(RESPONSE_HEADERS, header_mutation_pb2.HeaderMutation(), disabled=True))
     if any(r.cache for _, r in _routes(listener)):
         out.append(
             _filter(

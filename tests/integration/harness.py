@@ -7,39 +7,28 @@ real sockets. Ports are picked free per test.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from meshgate.bootstrap import BootstrapParams
+from meshgate.control_plane_process import (
+    ControlPlaneExited,
+    ControlPlaneProcess,
+    wait_until,
+    write_config_file,
+)
 from meshgate.envoy_process import EnvoyProcess, free_port, spawn, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # retried until the deadline
-            last_exc = exc
-        time.sleep(0.02)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate} ({last_exc})")
 
 
 def http_get_json(url: str, timeout: float = 2.0) -> Any:
@@ -96,8 +85,9 @@ def _tcp_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-class ControlPlane:
-    """``python -m xds_server`` on free ports, killable and restartable."""
+class ControlPlane(ControlPlaneProcess):
+    """``python -m xds_server`` on free ports, started at once, killable and restartable; its
+    log goes to a temporary file (``logs()``)."""
 
     def __init__(
         self,
@@ -106,83 +96,36 @@ class ControlPlane:
         wait: bool = True,
         extra_args: tuple[str, ...] = (),
     ) -> None:
-        self.config_path = config_path
-        self.validator = validator
-        self.extra_args = extra_args
-        self.xds_port = free_port()
-        self.admin_port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="xds-", suffix=".log", delete=False)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start(wait)
-
-    @property
-    def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
-
-    def start(self, wait: bool = True) -> None:
-        self.proc = spawn(
-            [
-                sys.executable,
-                "-m",
-                "xds_server",
-                "--config",
-                str(self.config_path),
-                "--xds-address",
-                f"127.0.0.1:{self.xds_port}",
-                "--admin-address",
-                f"127.0.0.1:{self.admin_port}",
-                "--validator",
-                self.validator,
-                "--poll-interval",
-                "0.05",
-                *self.extra_args,
-            ],
+        super().__init__(
+            config_path,
+            free_port(),
+            free_port(),
+            validator,
+            extra_args=("--poll-interval", "0.05", *extra_args),
             stdout=self.log,
             stderr=self.log,
         )
-        if wait:
-            wait_until(self._ready, 30, "control plane /readyz")
-        else:
-            wait_until(self._live, 30, "control plane /healthz")
+        self.start(wait)
 
-    def _live(self) -> bool:
+    def start(self, wait: bool = True) -> None:
+        super().start()
         try:
-            with urllib.request.urlopen(self.admin_url + "/healthz", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
+            if wait:
+                wait_until(self._ready_or_why, 30, "/readyz", fatal=(ControlPlaneExited,))
+            else:
+                wait_until(self.live, 30, "/healthz", fatal=(ControlPlaneExited,))
+        except ControlPlaneExited as exc:
+            raise RuntimeError(f"{exc}: {self.logs()[-2000:]}") from None
 
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(self.admin_url + path, timeout=2) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    def _ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"control plane exited: {self.logs()[-2000:]}")
-        try:
-            with urllib.request.urlopen(self.admin_url + "/readyz", timeout=1) as r:
-                return bool(r.status == 200)
-        except urllib.error.HTTPError as exc:
-            raise RuntimeError(f"not ready: {self.status()['config']['errors']}") from exc
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def status(self) -> dict[str, Any]:
-        data: dict[str, Any] = http_get_json(self.admin_url + "/status")
-        return data
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, 5)
+    def _ready_or_why(self) -> bool:
+        if self.ready():
+            return True
+        with contextlib.suppress(OSError):
+            errors = self.status()["config"]["errors"]
+            if errors:
+                raise RuntimeError(f"not ready: {errors}")
+        return False
 
     def logs(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
@@ -225,11 +168,8 @@ class Envoy:
         self.process.stop(3)
 
 
-def write_config(path: Path, config: dict[str, Any]) -> None:
-    """Replace the file atomically, as editors and ConfigMap updates do."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-    os.replace(tmp, path)
+#: Tests write configs the way operators' tools do (atomic replace).
+write_config = write_config_file
 
 
 class Client:

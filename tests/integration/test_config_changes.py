@@ -26,6 +26,14 @@ def _routes(target: str) -> list[dict[str, Any]]:
     return [{"name": "api", "match": {"prefix": "/"}, "service": target}]
 
 
+def _serving_alpha(stack: Stack, port: int) -> tuple[ControlPlane, Envoy, Client]:
+    """Control plane + Envoy on a config routing everything to alpha, once it serves."""
+    cp, envoy = stack(_routes("alpha"))
+    client = Client(port)
+    wait_until(lambda: client.upstream("/") == "alpha", 15, "first config")
+    return cp, envoy, client
+
+
 class Load:
     """Requests in a loop on keep-alive connections; every non-200 or error is a failure."""
 
@@ -66,9 +74,7 @@ class Load:
 def test_edit_is_live_within_a_second_without_failed_requests(
     stack: Stack, config_file: Path, upstreams: Upstreams, listener_port: int
 ) -> None:
-    cp, envoy = stack(_routes("alpha"))
-    client = Client(listener_port)
-    wait_until(lambda: client.upstream("/") == "alpha", 15, "first config")
+    cp, envoy, client = _serving_alpha(stack, listener_port)
     load = Load(listener_port)
     time.sleep(0.3)
     for target in ("beta", "gamma", "alpha"):
@@ -86,9 +92,7 @@ def test_edit_is_live_within_a_second_without_failed_requests(
 def test_invalid_edits_keep_the_last_good_config_serving(
     stack: Stack, config_file: Path, upstreams: Upstreams, listener_port: int
 ) -> None:
-    cp, envoy = stack(_routes("alpha"))
-    client = Client(listener_port)
-    wait_until(lambda: client.upstream("/") == "alpha", 15, "first config")
+    cp, envoy, client = _serving_alpha(stack, listener_port)
     good_version = cp.status()["config"]["version"]
 
     # 1. broken YAML
@@ -173,9 +177,7 @@ def test_two_envoys_sotw_and_delta_converge(
 def test_control_plane_outage_loses_no_requests(
     stack: Stack, config_file: Path, upstreams: Upstreams, listener_port: int
 ) -> None:
-    cp, envoy = stack(_routes("alpha"))
-    client = Client(listener_port)
-    wait_until(lambda: client.upstream("/") == "alpha", 15, "first config")
+    cp, envoy, client = _serving_alpha(stack, listener_port)
     load = Load(listener_port)
     time.sleep(0.3)
     cp.kill()  # SIGKILL: no goodbye on the stream
@@ -194,9 +196,7 @@ def test_control_plane_outage_loses_no_requests(
 def test_a_dead_canary_is_restarted_and_still_judges(
     stack: Stack, config_file: Path, upstreams: Upstreams, listener_port: int
 ) -> None:
-    cp, envoy = stack(_routes("alpha"))
-    client = Client(listener_port)
-    wait_until(lambda: client.upstream("/") == "alpha", 15, "first config")
+    cp, envoy, client = _serving_alpha(stack, listener_port)
     assert cp.proc is not None
     [canary] = child_pids(cp.proc.pid)
     os.kill(canary, signal.SIGKILL)
@@ -213,9 +213,7 @@ def test_a_dead_canary_is_restarted_and_still_judges(
 def test_renaming_a_listener_on_the_same_port_goes_live(
     stack: Stack, config_file: Path, upstreams: Upstreams, listener_port: int
 ) -> None:
-    cp, envoy = stack(_routes("alpha"))
-    client = Client(listener_port)
-    wait_until(lambda: client.upstream("/") == "alpha", 15, "first config")
+    cp, envoy, client = _serving_alpha(stack, listener_port)
     renamed = base_config(upstreams, listener_port, _routes("beta"))
     renamed["listeners"][0]["name"] = "public-renamed"
     write_config(config_file, renamed)
@@ -232,9 +230,7 @@ def test_renaming_a_listener_on_the_same_port_goes_live(
 def test_a_second_edit_still_containing_a_rejected_part_gets_envoys_reason(
     stack: Stack, config_file: Path, upstreams: Upstreams, listener_port: int
 ) -> None:
-    cp, envoy = stack(_routes("alpha"))
-    client = Client(listener_port)
-    wait_until(lambda: client.upstream("/") == "alpha", 15, "first config")
+    cp, envoy, client = _serving_alpha(stack, listener_port)
     bad_route = {"name": "big", "match": {"regex": "^/a{1001}$"}, "service": "beta"}
 
     def rejected() -> list[dict[str, Any]]:

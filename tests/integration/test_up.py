@@ -39,25 +39,30 @@ def _quickstart_on_free_ports(tmp_path: Path) -> tuple[Path, int]:
     return path, port
 
 
+def _up_argv(config: Path, admin_port: int | None = None) -> list[str]:
+    """`meshgate up` on the given config with every other port free."""
+    return [
+        sys.executable,
+        "-m",
+        "meshgate.cli",
+        "up",
+        "--config",
+        str(config),
+        "--xds-port",
+        str(free_port()),
+        "--admin-port",
+        str(admin_port or free_port()),
+        "--envoy-admin-port",
+        str(free_port()),
+    ]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_up_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     config, port = _quickstart_on_free_ports(tmp_path)
     admin = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "meshgate.cli",
-            "up",
-            "--config",
-            str(config),
-            "--xds-port",
-            str(free_port()),
-            "--admin-port",
-            str(admin),
-            "--envoy-admin-port",
-            str(free_port()),
-        ],
+        _up_argv(config, admin),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -114,20 +119,7 @@ def test_up_refuses_ports_in_use_before_starting_anything(tmp_path: Path) -> Non
         taken.bind(("127.0.0.1", port))
         taken.listen()
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "meshgate.cli",
-                "up",
-                "--config",
-                str(config),
-                "--xds-port",
-                str(free_port()),
-                "--admin-port",
-                str(free_port()),
-                "--envoy-admin-port",
-                str(free_port()),
-            ],
+            _up_argv(config),
             capture_output=True,
             text=True,
             timeout=30,

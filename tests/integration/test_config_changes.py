@@ -277,6 +277,10 @@ def test_an_update_an_envoy_rejected_for_its_host_is_retried(
         wait_until(lds_nacked, 10, "LDS NACKed for the held port")
         holder.close()
         wait_until(lambda: Client(second_port).upstream("/") == "alpha", 15, "retried listener")
+        [node] = cp.status()["envoys"]
+        lds = node["types"]["LDS"]
+        # the version once refused is now accepted, with no config change in between
+        assert lds["acked_version"] == lds["sent_version"] and lds["nack_error"] is None
     finally:
         holder.close()
         envoy.stop()

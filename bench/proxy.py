@@ -50,7 +50,7 @@ from benchlib import (
     write_config,
 )
 
-from meshgate.envoy_process import free_port
+from meshgate.proxy.envoy_process import free_port
 
 REFERENCE = "plain"
 UPSTREAM_SERVICE = "fast-upstream"

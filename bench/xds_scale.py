@@ -46,11 +46,11 @@ from benchlib import (
     write_text_atomic,
 )
 
-from meshgate.envoy_process import free_port
 from meshgate.loader import parse_config
+from meshgate.proxy.envoy_process import free_port
 from xds_server.compiler import compile_snapshot
-from xds_server.snapshot import ORDER, Snapshot, short_name
-from xds_server.validation import ValidateModeValidator
+from xds_server.publish.validation import ValidateModeValidator
+from xds_server.snapshot.snapshot import ORDER, Snapshot, short_name
 
 #: Targets from the issue.
 TARGET_ACK_S = {1_000: 1.0, 10_000: 5.0}

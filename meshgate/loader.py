@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -17,43 +16,12 @@ from typing import Any, TextIO
 import yaml
 from pydantic import ValidationError
 
-from .config import GatewayConfig, reference_errors
+from meshgate.config import GatewayConfig, reference_errors
+from meshgate.problems import ConfigError, ConfigProblem, Problem
+
+__all__ = ["ConfigError", "ConfigProblem", "LoadedConfig", "Problem", "load_config", "parse_config"]
 
 Loc = tuple[str | int, ...]
-
-
-@dataclass(frozen=True)
-class ConfigProblem:
-    """One mistake in a config file."""
-
-    file: str
-    path: str
-    message: str
-    line: int | None = None
-    column: int | None = None
-
-    def __str__(self) -> str:
-        where = self.file
-        if self.line is not None:
-            where += f":{self.line}:{self.column or 1}"
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "line": self.line,
-            "column": self.column,
-            "path": self.path,
-            "message": self.message,
-        }
-
-
-class ConfigError(Exception):
-    """The config cannot be used; ``problems`` lists every reason found."""
-
-    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from meshgate.envoy_process import find_envoy
+from meshgate.proxy.envoy_process import find_envoy
 from tests.xds_client import AdsServer, mesh, serve_ads
-from xds_server.cache import DEFAULT_GROUP
-from xds_server.snapshot import CLUSTER, ENDPOINT, LISTENER, ORDER, ROUTE
-from xds_server.status import StatusEvent
+from xds_server.server.status import StatusEvent
+from xds_server.snapshot.cache import DEFAULT_GROUP
+from xds_server.snapshot.snapshot import CLUSTER, ENDPOINT, LISTENER, ORDER, ROUTE
 
 pytestmark = [pytest.mark.integration]
 

@@ -10,9 +10,9 @@ import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 
 from tests.xds_client import AdsServer, SotwClient, mesh, serve_ads, until
-from xds_server.cache import DEFAULT_GROUP
-from xds_server.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
-from xds_server.status import TypeStatus
+from xds_server.server.status import TypeStatus
+from xds_server.snapshot.cache import DEFAULT_GROUP
+from xds_server.snapshot.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
 
 S1 = mesh({"a": 9001, "old": 9002}, {"r1": ["a", "old"]}, {"l1": ("r1", 10001)})
 

@@ -100,7 +100,7 @@ def test_render_bad_file_fails_like_validate() -> None:
 
 
 def test_status_is_unhealthy_on_rejected_config_or_a_fleet_nack() -> None:
-    from meshgate.cli import unhealthy
+    from meshgate.cli.main import unhealthy
 
     ok_type = {"sent_version": "v2", "acked_version": "v2", "nack_error": None}
     nacked = {

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from meshgate.loader import load_config, parse_config
-from meshgate.render import snapshot_to_dict
 from xds_server.compiler import compile_snapshot
-from xds_server.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_server.compiler.render import snapshot_to_dict
+from xds_server.snapshot.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 QUICKSTART = Path(__file__).parent.parent / "examples" / "quickstart.yaml"

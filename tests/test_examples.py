@@ -9,7 +9,7 @@ import pytest
 
 from meshgate.loader import load_config
 from xds_server.compiler import compile_snapshot
-from xds_server.validation import ValidateModeValidator
+from xds_server.publish.validation import ValidateModeValidator
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from meshgate.loader import ConfigError, LoadedConfig
-from xds_server import file_source
-from xds_server.file_source import FileConfigSource
+from xds_server.sources import file as file_source
+from xds_server.sources.file import FileConfigSource
 
 GOOD = """listeners:
   - name: l

@@ -33,8 +33,8 @@ from xds_server.compiler.protection import (
     RESPONSE_HEADERS,
     compressor_name,
 )
-from xds_server.snapshot import LISTENER, ROUTE
-from xds_server.validation import ValidateModeValidator
+from xds_server.publish.validation import ValidateModeValidator
+from xds_server.snapshot.snapshot import LISTENER, ROUTE
 
 DOC = Path(__file__).parent.parent / "docs" / "protection.md"
 EXAMPLES = examples(DOC.read_text(encoding="utf-8"))

@@ -23,7 +23,7 @@ from xds_server.compiler.resilience import (
     retried_services,
     status_ranges,
 )
-from xds_server.validation import ValidateModeValidator
+from xds_server.publish.validation import ValidateModeValidator
 
 from .test_docs_examples import examples
 

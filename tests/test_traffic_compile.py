@@ -21,8 +21,8 @@ from meshgate.loader import ConfigError, parse_config
 from tests.test_docs_examples import examples
 from xds_server.compiler import compile_snapshot
 from xds_server.compiler.traffic import _sticky_matcher
-from xds_server.snapshot import ROUTE
-from xds_server.validation import ValidateModeValidator
+from xds_server.publish.validation import ValidateModeValidator
+from xds_server.snapshot.snapshot import ROUTE
 
 DOC = Path(__file__).parent.parent / "docs" / "routing.md"
 EXAMPLES = examples(DOC.read_text(encoding="utf-8"))

@@ -4,8 +4,8 @@ own host (a listener port held by another process) that later goes away."""
 from __future__ import annotations
 
 from tests.xds_client import route
-from xds_server.snapshot import ROUTE, Snapshot
-from xds_server.transition import Planner
+from xds_server.server.planner import Planner
+from xds_server.snapshot.snapshot import ROUTE, Snapshot
 
 
 class Clock:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xds_server.validation import envoy_reason
+from xds_server.publish.validation import envoy_reason
 
 PREFIX = "[2026-11-26 18:31:25.484][1895][critical][main] [source/server/x.cc:76] "
 

@@ -31,10 +31,10 @@ from envoy.type.matcher.v3 import regex_pb2
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import status_pb2
 
-from xds_server.ads import AdsServicer, add_to_server
-from xds_server.cache import SnapshotCache
-from xds_server.snapshot import Resource, Snapshot
-from xds_server.status import StatusRegistry
+from xds_server.server.ads import AdsServicer, add_to_server
+from xds_server.server.status import StatusRegistry
+from xds_server.snapshot.cache import SnapshotCache
+from xds_server.snapshot.snapshot import Resource, Snapshot
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")

@@ -7,7 +7,7 @@ import sys
 # handlers are not needed (and only log a warning).
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-from .app import main
+from xds_server.app import main
 
 if __name__ == "__main__":
     sys.exit(main())

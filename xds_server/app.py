@@ -19,20 +19,20 @@ from typing import Any
 
 import grpc
 
-from meshgate.admin_http import AdminServer, make_admin_app
-from meshgate.gc_pause import gc_paused
 from meshgate.loader import ConfigError, LoadedConfig
-from meshgate.logs import setup_logging
-
-from .ads import AdsServicer, add_to_server
-from .cache import CANARY_NODE_PREFIX, SnapshotCache
-from .compiler import compile_snapshot
-from .file_source import FileConfigSource
-from .metrics import XdsMetrics
-from .publisher import Publisher
-from .snapshot import InconsistentSnapshotError
-from .status import StatusRegistry
-from .validation import CanaryValidator, ValidateModeValidator, Validator
+from meshgate.problems import Problem
+from meshgate.runtime.admin_http import AdminServer, make_admin_app
+from meshgate.runtime.gc_pause import gc_paused
+from meshgate.runtime.logs import setup_logging
+from xds_server.compiler import compile_snapshot
+from xds_server.metrics import XdsMetrics
+from xds_server.publish.publisher import Publisher
+from xds_server.publish.validation import CanaryValidator, ValidateModeValidator, Validator
+from xds_server.server.ads import AdsServicer, add_to_server
+from xds_server.server.status import StatusRegistry
+from xds_server.snapshot.cache import CANARY_NODE_PREFIX, SnapshotCache
+from xds_server.snapshot.snapshot import InconsistentSnapshotError
+from xds_server.sources.file import FileConfigSource
 
 log = logging.getLogger("meshgate.xds_server")
 
@@ -91,14 +91,14 @@ class ControlPlane:
                     )
             except InconsistentSnapshotError as exc:
                 self.publisher.reject(
-                    [{"file": loaded.source, "path": "", "message": str(exc)}], loaded.digest
+                    [Problem(loaded.source, "", str(exc), origin="compiler")], loaded.digest
                 )
                 return
             self.metrics.compile_seconds.observe(time.perf_counter() - started)
             await self.publisher.offer(snapshot, loaded.digest)
 
     def _on_config_error(self, err: ConfigError, digest: str) -> None:
-        self.publisher.reject([p.as_dict() for p in err.problems], digest)
+        self.publisher.reject(err.problems, digest)
 
     # -- status --------------------------------------------------------------------------
     def ready(self) -> tuple[bool, str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from .snapshot import short_name
-from .status import StatusEvent
+from xds_server.server.status import StatusEvent
+from xds_server.snapshot.snapshot import short_name
 
 
 class XdsMetrics:

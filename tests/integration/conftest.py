@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from meshgate.envoy_process import free_port
+from meshgate.proxy.envoy_process import free_port
 
 from .harness import ControlPlane, Envoy, Upstreams, write_config
 

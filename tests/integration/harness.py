@@ -19,14 +19,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Literal
 
-from meshgate.bootstrap import BootstrapParams
-from meshgate.control_plane_process import (
+from meshgate.cli.control_plane import (
     ControlPlaneExited,
     ControlPlaneProcess,
     wait_until,
     write_config_file,
 )
-from meshgate.envoy_process import EnvoyProcess, free_port, spawn, stop_process
+from meshgate.proxy.bootstrap import BootstrapParams
+from meshgate.proxy.envoy_process import EnvoyProcess, free_port, spawn, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def http_get_json(url: str, timeout: float = 2.0) -> Any:
 
 
 class Upstreams:
-    """Echo upstreams (``meshgate.demo_upstream``) in subprocesses, one per name."""
+    """Echo upstreams (``meshgate.cli.demo_upstream``) in subprocesses, one per name."""
 
     def __init__(self, names: list[str]) -> None:
         self.ports = {name: free_port() for name in names}
@@ -46,7 +46,7 @@ class Upstreams:
                 [
                     sys.executable,
                     "-m",
-                    "meshgate.demo_upstream",
+                    "meshgate.cli.demo_upstream",
                     "--name",
                     name,
                     "--port",

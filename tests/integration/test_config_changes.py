@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from meshgate.envoy_process import free_port
+from meshgate.proxy.envoy_process import free_port
 
 from .conftest import base_config
 from .harness import Client, ControlPlane, Envoy, Upstreams, child_pids, wait_until, write_config

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from meshgate.bootstrap import BootstrapParams
-from meshgate.envoy_process import EnvoyProcess, free_port
+from meshgate.proxy.bootstrap import BootstrapParams
+from meshgate.proxy.envoy_process import EnvoyProcess, free_port
 
 from .harness import Client, ControlPlane, Envoy, wait_until, write_config
 from .upstreams_protection import RecordingUpstream

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from meshgate.envoy_process import free_port
+from meshgate.proxy.envoy_process import free_port
 
 from .harness import Client, ControlPlane, Envoy, Upstreams, wait_until, write_config
 from .upstreams_traffic import OP_TEXT, TrafficUpstream, WebSocketClient, ws_accept

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from meshgate.envoy_process import free_port
+from meshgate.proxy.envoy_process import free_port
 
 from .harness import child_pids, wait_until
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from urllib.parse import parse_qs, urlsplit
 
-from meshgate.envoy_process import free_port
+from meshgate.proxy.envoy_process import free_port
 
 
 @dataclass(frozen=True)

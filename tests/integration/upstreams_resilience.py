@@ -26,7 +26,7 @@ import threading
 from collections import Counter
 from urllib.parse import parse_qs, urlsplit
 
-from meshgate.envoy_process import free_port
+from meshgate.proxy.envoy_process import free_port
 
 HEALTH_PATH = "/healthz"
 

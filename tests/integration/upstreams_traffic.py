@@ -21,7 +21,7 @@ import struct
 import threading
 from urllib.parse import urlsplit
 
-from meshgate.envoy_process import free_port
+from meshgate.proxy.envoy_process import free_port
 
 #: RFC 6455 section 1.3: the server proves it read the key by hashing it with this GUID.
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from meshgate.config import Endpoint, GatewayConfig
-
-from ..snapshot import Resource, Snapshot
-from .clusters import compile_cluster, compile_load_assignment
-from .context import ListenerContext, RouteContext
-from .listeners import ACCESS_LOG_FORMAT, LOCAL_REPLY_MESSAGES, compile_listener
-from .routes import compile_match, compile_route, compile_route_configuration
+from xds_server.compiler.clusters import compile_cluster, compile_load_assignment
+from xds_server.compiler.context import ListenerContext, RouteContext
+from xds_server.compiler.listeners import ACCESS_LOG_FORMAT, LOCAL_REPLY_MESSAGES, compile_listener
+from xds_server.compiler.routes import compile_match, compile_route, compile_route_configuration
+from xds_server.snapshot.snapshot import Resource, Snapshot
 
 __all__ = [
     "ACCESS_LOG_FORMAT",

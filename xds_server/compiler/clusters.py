@@ -10,9 +10,8 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from meshgate.config import Endpoint, GatewayConfig, Service
-
-from . import resilience
-from .protos import ADS, duration, pack
+from xds_server.compiler import resilience
+from xds_server.compiler.protos import ADS, duration, pack
 
 
 def http_protocol_options(service: Service) -> http_protocol_options_pb2.HttpProtocolOptions | None:

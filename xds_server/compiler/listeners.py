@@ -14,9 +14,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import wrappers_pb2
 
-from . import protection
-from .context import ListenerContext
-from .protos import ADS, json_format_string, pack, struct
+from xds_server.compiler import protection
+from xds_server.compiler.context import ListenerContext
+from xds_server.compiler.protos import ADS, json_format_string, pack, struct
 
 #: Fields of every access-log line (Envoy substitution formatter, JSON typed output).
 ACCESS_LOG_FORMAT: dict[str, str] = {

@@ -42,9 +42,8 @@ from google.protobuf.message import Message
 
 from meshgate.config import Listener, Route, VirtualHost
 from meshgate.config.protection import Algorithm, Compression, Cors, SecurityHeaders
-
-from .context import ListenerContext, RouteContext
-from .protos import duration, pack
+from xds_server.compiler.context import ListenerContext, RouteContext
+from xds_server.compiler.protos import duration, pack
 
 CORS = "envoy.filters.http.cors"
 BUFFER = "envoy.filters.http.buffer"

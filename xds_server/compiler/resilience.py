@@ -28,9 +28,8 @@ from meshgate.config.resilience import (
     RetryBudget,
     RetryPolicy,
 )
-
-from .context import RouteContext
-from .protos import duration, pack
+from xds_server.compiler.context import RouteContext
+from xds_server.compiler.protos import duration, pack
 
 #: The budget every retried service gets unless its circuit breakers say otherwise: retries
 #: may be at most 20 % of the requests in flight (and always 3), so a failing service sees at

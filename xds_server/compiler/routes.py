@@ -9,10 +9,9 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import wrappers_pb2
 
 from meshgate.config import HeaderMatch, Route, RouteMatch, route_name
-
-from . import protection, resilience, traffic
-from .context import ListenerContext, RouteContext
-from .protos import duration
+from xds_server.compiler import protection, resilience, traffic
+from xds_server.compiler.context import ListenerContext, RouteContext
+from xds_server.compiler.protos import duration
 
 
 def string_match(

@@ -28,9 +28,8 @@ from meshgate.config.traffic import (
     Sticky,
     Variant,
 )
-
-from .context import RouteContext
-from .protos import duration
+from xds_server.compiler.context import RouteContext
+from xds_server.compiler.protos import duration
 
 Headers = list[base_pb2.HeaderValueOption]
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-from .bootstrap import BootstrapParams, render_bootstrap
+from meshgate.proxy.bootstrap import BootstrapParams, render_bootstrap
 
 
 class EnvoyNotFoundError(RuntimeError):

@@ -22,16 +22,22 @@ from importlib import resources
 from pathlib import Path
 from types import FrameType
 
-from .bootstrap import BootstrapParams
-from .config import GatewayConfig, Route
-from .control_plane_process import (
+from meshgate.cli.control_plane import (
     ControlPlaneExited,
     ControlPlaneProcess,
     http_get,
     wait_until,
 )
-from .envoy_process import EnvoyNotFoundError, EnvoyProcess, find_envoy, spawn, stop_process
-from .loader import ConfigError, load_config, print_problems
+from meshgate.config import GatewayConfig, Route
+from meshgate.loader import ConfigError, load_config, print_problems
+from meshgate.proxy.bootstrap import BootstrapParams
+from meshgate.proxy.envoy_process import (
+    EnvoyNotFoundError,
+    EnvoyProcess,
+    find_envoy,
+    spawn,
+    stop_process,
+)
 
 
 @dataclass
@@ -73,7 +79,7 @@ class Stack:
                 [
                     py,
                     "-m",
-                    "meshgate.demo_upstream",
+                    "meshgate.cli.demo_upstream",
                     "--name",
                     demo.name,
                     "--host",

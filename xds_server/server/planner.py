@@ -7,11 +7,12 @@ ends up holding exactly this name -> version map". The protocol modules only tur
 their own wire format, so the two protocols cannot drift apart in what they send or when.
 
 Make-before-break: when a new snapshot reaches a client that already holds resources, types are
-pushed one at a time in :data:`~xds_server.snapshot.ORDER`, each only after every earlier type
-has been answered, and resources the snapshot removed are *kept* on the client (still listed in
-SotW, not yet in ``removed_resources`` in delta). Only when every type is in sync with that
-"add" target does a second, "cleanup" pass drop them. This is computed from the client's state
-rather than stored as a phase, so a newer snapshot arriving mid-transition simply restarts it.
+pushed one at a time in :data:`~xds_server.snapshot.snapshot.ORDER`, each only after every
+earlier type has been answered, and resources the snapshot removed are *kept* on the client
+(still listed in SotW, not yet in ``removed_resources`` in delta). Only when every type is in
+sync with that "add" target does a second, "cleanup" pass drop them. This is computed from the
+client's state rather than stored as a phase, so a newer snapshot arriving mid-transition simply
+restarts it.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from dataclasses import dataclass, field
 
 from envoy.config.listener.v3 import listener_pb2
 
-from .deps import PARENT, expected_names
-from .snapshot import LISTENER, ORDER, WILDCARD_TYPES, Resource, Snapshot
+from xds_server.snapshot.references import PARENT, expected_names
+from xds_server.snapshot.snapshot import LISTENER, ORDER, WILDCARD_TYPES, Resource, Snapshot
 
 #: name -> resource version: what a client holds of one type, or should hold.
 State = dict[str, str]

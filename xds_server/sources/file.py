@@ -14,8 +14,8 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from meshgate.gc_pause import gc_paused
 from meshgate.loader import ConfigError, ConfigProblem, LoadedConfig, parse_config
+from meshgate.runtime.gc_pause import gc_paused
 
 log = logging.getLogger("meshgate.source.file")
 

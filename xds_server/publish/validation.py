@@ -31,12 +31,20 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from google.protobuf import json_format
 
-from meshgate.bootstrap import BootstrapParams
-from meshgate.envoy_process import EnvoyProcess, find_envoy, free_port
-
-from .cache import CANARY_GROUP, CANARY_NODE_PREFIX, SnapshotCache
-from .snapshot import CLUSTER, ENDPOINT, LISTENER, ORDER, ROUTE, Resource, Snapshot, short_name
-from .status import StatusEvent, StatusRegistry, StreamStatus
+from meshgate.proxy.bootstrap import BootstrapParams
+from meshgate.proxy.envoy_process import EnvoyProcess, find_envoy, free_port
+from xds_server.server.status import StatusEvent, StatusRegistry, StreamStatus
+from xds_server.snapshot.cache import CANARY_GROUP, CANARY_NODE_PREFIX, SnapshotCache
+from xds_server.snapshot.snapshot import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ORDER,
+    ROUTE,
+    Resource,
+    Snapshot,
+    short_name,
+)
 
 log = logging.getLogger("meshgate.validation")
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-from .snapshot import WILDCARD_TYPES, Snapshot
-from .stream import AdsStream, log
-from .transition import Step, TypeTrack, default_wildcard
+from xds_server.server.planner import Step, TypeTrack, default_wildcard
+from xds_server.server.stream import AdsStream, log
+from xds_server.snapshot.snapshot import WILDCARD_TYPES, Snapshot
 
 
 class SotwStream(AdsStream[discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse]):

@@ -1,7 +1,7 @@
 """The gRPC face of the control plane: Envoy's AggregatedDiscoveryService on ``grpc.aio``.
 
-Both RPCs are thin: each stream gets its own :class:`~xds_server.sotw.SotwStream` or
-:class:`~xds_server.delta.DeltaStream`, which share nothing with other streams but the
+Both RPCs are thin: each stream gets its own :class:`~xds_server.server.sotw.SotwStream` or
+:class:`~xds_server.server.delta.DeltaStream`, which share nothing with other streams but the
 snapshot cache and the status registry. The servicer keeps the live streams only so that
 :meth:`AdsServicer.close` can end them at shutdown; ``server.stop(grace)`` alone would wait
 out the whole grace period, since an ADS stream never finishes on its own.
@@ -15,11 +15,11 @@ from typing import Any, TypeVar
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from .cache import SnapshotCache
-from .delta import DeltaStream
-from .sotw import SotwStream
-from .status import StatusRegistry
-from .stream import AdsStream
+from xds_server.server.delta import DeltaStream
+from xds_server.server.sotw import SotwStream
+from xds_server.server.status import StatusRegistry
+from xds_server.server.stream import AdsStream
+from xds_server.snapshot.cache import SnapshotCache
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")

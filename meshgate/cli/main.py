@@ -10,10 +10,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from xds_server.snapshot import Snapshot
+    from xds_server.snapshot.snapshot import Snapshot
 
-from .launcher import UpOptions, default_config_path, fetch_status, run_up
-from .loader import ConfigError, LoadedConfig, load_config, print_problems
+from meshgate.cli.up import UpOptions, default_config_path, fetch_status, run_up
+from meshgate.loader import ConfigError, LoadedConfig, load_config, print_problems
 
 
 def _cmd_up(a: argparse.Namespace) -> int:
@@ -33,7 +33,7 @@ def _cmd_up(a: argparse.Namespace) -> int:
 def _compile(path: str) -> tuple[LoadedConfig, Snapshot] | None:
     """Load and compile ``path``; on failure print every problem and return None."""
     from xds_server.compiler import compile_snapshot
-    from xds_server.snapshot import InconsistentSnapshotError
+    from xds_server.snapshot.snapshot import InconsistentSnapshotError
 
     try:
         loaded = load_config(path)
@@ -51,7 +51,7 @@ def _cmd_validate(a: argparse.Namespace) -> int:
         return 1
     loaded, snapshot = compiled
     if a.with_envoy:
-        from xds_server.validation import ValidateModeValidator
+        from xds_server.publish.validation import ValidateModeValidator
 
         objections = asyncio.run(ValidateModeValidator(a.envoy).validate(snapshot))
         for o in objections:
@@ -68,7 +68,7 @@ def _cmd_validate(a: argparse.Namespace) -> int:
 
 
 def _cmd_render(a: argparse.Namespace) -> int:
-    from .render import snapshot_to_dict
+    from xds_server.compiler.render import snapshot_to_dict
 
     compiled = _compile(a.file)
     if compiled is None:

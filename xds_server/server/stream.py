@@ -3,7 +3,7 @@
 Each stream is a single consumer of one queue fed by three producers: a reader task (requests
 from Envoy), a watcher task (publications for the node's group) and :meth:`AdsStream.stop`
 (control-plane shutdown). Handling everything on one task means the per-stream state in the
-:class:`~xds_server.transition.Planner` needs no locks, and a request and a publication can
+:class:`~xds_server.server.planner.Planner` needs no locks, and a request and a publication can
 never interleave half-way through a decision.
 """
 
@@ -18,10 +18,10 @@ from typing import ClassVar, Generic, TypeVar
 
 from envoy.config.core.v3 import base_pb2
 
-from .cache import CANARY_GROUP, SnapshotCache
-from .snapshot import Snapshot, short_name
-from .status import StatusRegistry, StreamStatus
-from .transition import Planner, Step, TypeTrack
+from xds_server.server.planner import Planner, Step, TypeTrack
+from xds_server.server.status import StatusRegistry, StreamStatus
+from xds_server.snapshot.cache import CANARY_GROUP, SnapshotCache
+from xds_server.snapshot.snapshot import Snapshot, short_name
 
 log = logging.getLogger("meshgate.xds")
 

@@ -15,10 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cache import DEFAULT_GROUP, SnapshotCache
-from .metrics import XdsMetrics
-from .snapshot import Snapshot
-from .validation import Validator
+from meshgate.problems import Problem
+from xds_server.metrics import XdsMetrics
+from xds_server.publish.validation import Validator
+from xds_server.snapshot.cache import DEFAULT_GROUP, SnapshotCache
+from xds_server.snapshot.snapshot import Snapshot
 
 log = logging.getLogger("meshgate.publisher")
 
@@ -67,9 +68,9 @@ class Publisher:
     def current(self) -> Snapshot | None:
         return self.cache.get_snapshot(DEFAULT_GROUP)
 
-    def reject(self, problems: Sequence[dict[str, Any]], digest: str) -> None:
+    def reject(self, problems: Sequence[Problem], digest: str) -> None:
         """Record why a candidate cannot be used; the serving snapshot is untouched."""
-        self.state.errors = list(problems)
+        self.state.errors = [p.as_dict() for p in problems]
         self.state.rejected_digest = digest
         self.state.rejected_at = self.clock()
         self.metrics.reloads.labels("rejected").inc()
@@ -77,7 +78,13 @@ class Publisher:
         for p in problems:
             log.error(
                 "config rejected; the last good config keeps serving",
-                extra={"fields": {**p, "digest": digest, "serving": self.state.version or None}},
+                extra={
+                    "fields": {
+                        **p.as_dict(),
+                        "digest": digest,
+                        "serving": self.state.version or None,
+                    }
+                },
             )
 
     async def offer(self, snapshot: Snapshot, digest: str) -> bool:
@@ -94,7 +101,10 @@ class Publisher:
             self.metrics.validate_seconds.observe(time.perf_counter() - started)
             if objections:
                 self.reject(
-                    [{"file": self.state.source, "path": "", "message": m} for m in objections],
+                    [
+                        Problem(self.state.source, "", m, origin=f"{self.validator.name} validator")
+                        for m in objections
+                    ],
                     digest,
                 )
                 return False

@@ -18,7 +18,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 
-from .snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
+from xds_server.snapshot.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
 
 #: The type whose resources make Envoy subscribe to names of the key type.
 PARENT = {ENDPOINT: CLUSTER, ROUTE: LISTENER}

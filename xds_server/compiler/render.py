@@ -6,7 +6,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from xds_server.snapshot import ORDER, Snapshot, short_name
+from xds_server.snapshot.snapshot import ORDER, Snapshot, short_name
 
 
 def snapshot_to_dict(snapshot: Snapshot) -> dict[str, Any]:

@@ -26,9 +26,9 @@ from __future__ import annotations
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-from .snapshot import Snapshot
-from .stream import AdsStream, log
-from .transition import Step, TypeTrack, default_wildcard
+from xds_server.server.planner import Step, TypeTrack, default_wildcard
+from xds_server.server.stream import AdsStream, log
+from xds_server.snapshot.snapshot import Snapshot
 
 
 class DeltaStream(

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from envoy.config.core.v3 import base_pb2
 
-from .snapshot import Snapshot
+from xds_server.snapshot.snapshot import Snapshot
 
 DEFAULT_GROUP = "default"
 CANARY_GROUP = "canary"

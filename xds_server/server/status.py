@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .snapshot import short_name
+from xds_server.snapshot.snapshot import short_name
 
 EventKind = Literal["opened", "sent", "ack", "nack", "closed"]
 

@@ -1,0 +1,66 @@
+"""One record for "something is wrong", whoever finds it, with where it came from.
+
+The loader (a file:line:col), the publisher (Envoy's NACK of a resource type), and later the
+discovery sources (a Consul service's meta key, a Kubernetes annotation) all report the same
+:class:`Problem`, so ``meshgate status``, the logs and the metrics show every mistake the same
+way and an operator never has to learn a second format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One mistake and its provenance.
+
+    ``file``/``line``/``column`` locate it in a config file; ``origin`` names any other source
+    (``"Envoy NACK of RDS"``, ``"Consul service api meta key meshgate.route"``); ``path`` is the
+    place inside the config (``listeners[0].virtual_hosts[0].routes[3].service``).
+    """
+
+    file: str
+    path: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+    origin: str = ""
+
+    @property
+    def where(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}:{self.column or 1}"
+        if self.origin:
+            where = f"{where} ({self.origin})" if where else self.origin
+        return where
+
+    def __str__(self) -> str:
+        where = self.where
+        body = f"{self.path}: {self.message}" if self.path else self.message
+        return f"{where}: {body}" if where else body
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "path": self.path,
+            "message": self.message,
+            "origin": self.origin or None,
+        }
+
+
+#: The loader's name for it; kept because every config error is a Problem of a file.
+ConfigProblem = Problem
+
+
+class ConfigError(Exception):
+    """The config cannot be used; ``problems`` lists every reason found."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))

@@ -1,0 +1,1 @@
+"""Envoy itself: the bootstrap template and running the binary as a child process."""

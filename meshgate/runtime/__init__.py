@@ -1,0 +1,1 @@
+"""The service shell shared by every meshgate process: logs, admin HTTP, child processes."""

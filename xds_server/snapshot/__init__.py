@@ -1,0 +1,1 @@
+"""Immutable versioned snapshots, the references between their resources, and the cache."""

@@ -18,6 +18,7 @@ def test_there_are_examples() -> None:
     assert {p.name for p in EXAMPLES} >= {"quickstart.yaml", "traffic.yaml"}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_is_accepted_by_envoy(path: Path) -> None:
     snapshot = compile_snapshot(load_config(path).config)

@@ -152,6 +152,7 @@ def test_breaker_message_is_documented() -> None:
         assert f'"message": "{message}"' in (DOCS / doc).read_text(encoding="utf-8")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", GOLDEN, ids=[p.stem for p in GOLDEN])
 def test_envoy_accepts_every_compiled_form(case: Path) -> None:
     """The goldens hold every field in every form (both outlier detectors, status ranges, each

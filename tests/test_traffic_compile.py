@@ -168,6 +168,7 @@ def test_routing_guide_has_examples() -> None:
     assert len(EXAMPLES) >= 7
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("line", "text"), EXAMPLES, ids=[f"line{n}" for n, _ in EXAMPLES])
 def test_routing_guide_example_is_accepted_by_envoy(line: int, text: str) -> None:
     source = f"{DOC.name}:{line}"

@@ -99,23 +99,13 @@ def test_render_bad_file_fails_like_validate() -> None:
     assert result.stderr == f"error: {expected.replace('{file}', str(path))}"
 
 
-def test_status_is_unhealthy_on_rejected_config_or_a_fleet_nack() -> None:
+def test_status_is_unhealthy_on_rejected_config_or_a_fleet_refusal() -> None:
     from meshgate.cli.main import unhealthy
 
-    ok_type = {"sent_version": "v2", "acked_version": "v2", "nack_error": None}
-    nacked = {
-        "sent_version": "v2",
-        "acked_version": "v1",
-        "nack_version": "v2",
-        "nack_error": "bad",
-    }
-    healed = {
-        "sent_version": "v3",
-        "acked_version": "v3",
-        "nack_version": "v2",
-        "nack_error": "bad",
-    }
-    assert not unhealthy({"config": {"errors": []}, "envoys": [{"types": {"RDS": ok_type}}]})
+    in_sync = {"state": "in_sync", "types": {"LDS": {"state": "in_sync"}}}
+    refused = {"state": "refused", "types": {"LDS": {"state": "refused"}}}
+    # an Envoy that once refused, then ran the published snapshot again, is in sync
+    assert not unhealthy({"config": {"errors": []}, "envoys": [in_sync]})
     assert unhealthy({"config": {"errors": [{"message": "x"}]}, "envoys": []})
-    assert unhealthy({"config": {"errors": []}, "envoys": [{"types": {"LDS": nacked}}]})
-    assert not unhealthy({"config": {"errors": []}, "envoys": [{"types": {"LDS": healed}}]})
+    assert unhealthy({"config": {"errors": []}, "envoys": [in_sync, refused]})
+    assert not unhealthy({"config": {"errors": []}, "envoys": [{"state": "updating"}]})

@@ -29,7 +29,7 @@ from xds_server.metrics import XdsMetrics
 from xds_server.publish.publisher import Publisher
 from xds_server.publish.validation import CanaryValidator, ValidateModeValidator, Validator
 from xds_server.server.ads import AdsServicer, add_to_server
-from xds_server.server.status import StatusRegistry
+from xds_server.server.status import StatusRegistry, fleet_summary
 from xds_server.snapshot.cache import CANARY_NODE_PREFIX, SnapshotCache
 from xds_server.snapshot.snapshot import InconsistentSnapshotError
 from xds_server.sources.file import FileConfigSource
@@ -69,6 +69,7 @@ class ControlPlane:
         self.metrics = XdsMetrics()
         self.registry.add_listener(self.metrics.on_event)
         self.publisher = Publisher(self.cache, None, self.metrics, source=settings.config)
+        self.metrics.bind(lambda: self.publisher.accepted, self.registry.fleet_states)
         self.server: grpc.aio.Server | None = None
         self.servicer: AdsServicer | None = None
         self.admin: AdminServer | None = None
@@ -107,15 +108,15 @@ class ControlPlane:
         return True, f"serving snapshot {self.publisher.state.version}"
 
     def status(self) -> dict[str, Any]:
+        streams = list(self.registry.streams.values())
         xds = self.registry.as_dict()
-        envoys = [s for s in xds["streams"] if not s["node_id"].startswith(CANARY_NODE_PREFIX)]
-        canary = [s for s in xds["streams"] if s["node_id"].startswith(CANARY_NODE_PREFIX)]
         return {
             "config": self.publisher.state.as_dict(),
             "validator": self.publisher.validator.name if self.publisher.validator else None,
             "xds_port": self.xds_port,
-            "envoys": envoys,
-            "canary": canary,
+            "fleet": fleet_summary(streams, self.publisher.state.version),
+            "envoys": [s.as_dict() for s in streams if not s.canary],
+            "canary": [s.as_dict() for s in streams if s.canary],
             "recent_nacks": [
                 n for n in xds["recent_nacks"] if not n["node_id"].startswith(CANARY_NODE_PREFIX)
             ],

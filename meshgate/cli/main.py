@@ -83,19 +83,61 @@ def _ago(ts: Any) -> str:
     return f"{max(0.0, time.time() - ts):.0f}s ago"
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _type_line(name: str, ts: dict[str, Any]) -> str:
+    """One resource type of one Envoy: what it runs, and how that compares to the published."""
+    state = ts.get("state")
+    runs = ts.get("acked_version") or "nothing"
+    published = ts.get("published_version") or "-"
+    if state == "in_sync":
+        return f"    {name}  in sync   version {runs}"
+    if state == "refused":
+        count = ts.get("nack_count") or 1
+        times = f"{count} times, last " if count > 1 else ""
+        return (
+            f"    {name}  REFUSED   runs {runs}; refused {published} "
+            f"({times}{_ago(ts.get('nacked_at'))}): {ts.get('nack_error')}"
+        )
+    if state == "sent":
+        return f"    {name}  updating  runs {runs}; sent {published}, awaiting its answer"
+    return (
+        f"    {name}  waiting   runs {runs}; {published} not sent yet (waits for the types above)"
+    )
+
+
+def _envoy_line(e: dict[str, Any]) -> str:
+    head = f"  {e['node_id']} ({e['protocol']}, {e['peer']}, since {_ago(e['connected_at'])})"
+    running = e.get("running") or "no complete config yet"
+    state = e.get("state")
+    if state == "in_sync":
+        return f"{head}: in sync, runs {running}"
+    if state == "refused":
+        return f"{head}: REFUSED {e.get('snapshot')}, runs {running}"
+    return f"{head}: updating to {e.get('snapshot')}, runs {running}"
+
+
 def format_status(s: dict[str, Any]) -> str:
+    """The text of ``meshgate status``: published config, rejections, what each Envoy runs."""
     cfg = s.get("config", {})
-    out = [
-        f"config      {cfg.get('source')}",
-        f"serving     snapshot {cfg.get('version') or '(none yet)'} "
-        f"(config {cfg.get('config_digest')}, published {_ago(cfg.get('published_at'))})",
-        f"validator   {s.get('validator') or 'none'}",
-    ]
+    published = cfg.get("version")
+    out = [f"config      {cfg.get('source')}"]
+    if published:
+        out.append(
+            f"published   snapshot {published} "
+            f"(config {cfg.get('config_digest')}, {_ago(cfg.get('published_at'))})"
+        )
+    else:
+        out.append("published   nothing yet (no valid config so far)")
+    out.append(f"validator   {s.get('validator') or 'none'}")
     errors = cfg.get("errors") or []
     if errors:
+        kept = f"snapshot {published} stays published" if published else "nothing is published"
         out.append(
-            f"REJECTED    config {cfg.get('rejected_digest')} ({_ago(cfg.get('rejected_at'))}); "
-            "the snapshot above keeps serving:"
+            f"REJECTED    config {cfg.get('rejected_digest')} ({_ago(cfg.get('rejected_at'))}), "
+            f"not published; {kept}:"
         )
         for e in errors:
             where = e.get("file") or ""
@@ -103,20 +145,40 @@ def format_status(s: dict[str, Any]) -> str:
                 where += f":{e['line']}:{e.get('column') or 1}"
             path = f" {e['path']}:" if e.get("path") else ""
             out.append(f"  - {where}:{path} {e.get('message')}")
+    fleet = s.get("fleet") or {}
     envoys = s.get("envoys", [])
-    out.append(f"envoys      {len(envoys)} connected")
-    for e in envoys:
+    n = fleet.get("connected", len(envoys))
+    if n:
+        parts = [f"{fleet.get('in_sync', 0)} in sync"]
+        if fleet.get("updating"):
+            parts.append(f"{fleet['updating']} updating")
+        if fleet.get("refused"):
+            parts.append(f"{fleet['refused']} REFUSED")
+        out.append(f"fleet       {_plural(n, 'Envoy')} connected: {', '.join(parts)}")
+    else:
+        out.append("fleet       no Envoy connected")
+    for r in fleet.get("refusals", []):
+        running = ", ".join(r.get("running") or []) or "no complete config (none accepted yet)"
         out.append(
-            f"  {e['node_id']} ({e['protocol']}, {e['peer']}, since {_ago(e['connected_at'])})"
+            f"REFUSED     by {len(r.get('envoys', []))} of {n} Envoys ({', '.join(r['types'])}): "
+            f"{r.get('error') or 'no reason given'}; they keep running {running}"
         )
+    if envoys:
+        out.append("envoys")
+    for e in envoys:
+        out.append(_envoy_line(e))
         for t, ts in e.get("types", {}).items():
-            state = "ACK" if ts.get("acked_version") == ts.get("sent_version") else "pending"
-            line = f"    {t}  {state:<7} version {ts.get('acked_version') or '-'}"
-            if ts.get("nack_error"):
-                line += f"  NACK {ts.get('nack_version')}: {ts['nack_error']}"
-            out.append(line)
-    for n in s.get("recent_nacks", [])[-5:]:
-        out.append(f"last NACK   {n['node_id']} {n['type']} {n['version']}: {n['error']}")
+            out.append(_type_line(t, ts))
+    nacks = s.get("recent_nacks", [])[-5:]
+    if nacks:
+        out.append("recent NACKs")
+    for nk in nacks:
+        count = nk.get("count") or 1
+        times = f" ({count} times since {_ago(nk.get('first_at'))})" if count > 1 else ""
+        out.append(
+            f"  {_ago(nk.get('at'))}  {nk['node_id']} {nk['type']} {nk['version']}{times}: "
+            f"{nk['error']}"
+        )
     return "\n".join(out)
 
 
@@ -134,15 +196,11 @@ def _cmd_status(a: argparse.Namespace) -> int:
 
 
 def unhealthy(status: dict[str, Any]) -> bool:
-    """The latest config was rejected, or some Envoy refused the latest update it was sent."""
+    """The latest config was rejected, or some Envoy refuses the published snapshot."""
     cfg = status.get("config")
     if isinstance(cfg, dict) and cfg.get("errors"):
         return True
-    return any(
-        ts.get("nack_error") and ts.get("nack_version") == ts.get("sent_version")
-        for envoy in status.get("envoys", [])
-        for ts in envoy.get("types", {}).values()
-    )
+    return any(envoy.get("state") == "refused" for envoy in status.get("envoys", []))
 
 
 def build_parser() -> argparse.ArgumentParser:

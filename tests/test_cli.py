@@ -109,3 +109,91 @@ def test_status_is_unhealthy_on_rejected_config_or_a_fleet_refusal() -> None:
     assert unhealthy({"config": {"errors": [{"message": "x"}]}, "envoys": []})
     assert unhealthy({"config": {"errors": []}, "envoys": [in_sync, refused]})
     assert not unhealthy({"config": {"errors": []}, "envoys": [{"state": "updating"}]})
+
+
+def test_version_and_plain_meshgate() -> None:
+    from meshgate import __version__
+
+    result = meshgate("--version")
+    assert result.returncode == 0 and result.stdout == f"meshgate {__version__}\n"
+    bare = meshgate()
+    assert bare.returncode == 0 and bare.stderr == ""
+    assert bare.stdout.startswith("usage: meshgate") and "status" in bare.stdout
+
+
+def test_every_flag_has_help_with_its_default() -> None:
+    import argparse
+
+    from meshgate.cli.main import build_parser
+
+    parser = build_parser()
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, command in sub.choices.items():
+        text = command.format_help()
+        for action in command._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            assert action.help, f"meshgate {name} {action.option_strings[0]} has no help"
+            # every flag says what happens without it: its value, or in words
+            assert "default" in action.help or action.default not in (None, False), (
+                name,
+                action.option_strings,
+            )
+            if action.default not in (None, False):
+                assert f"(default: {action.default})" in " ".join(text.split()), (name, action)
+
+
+def test_validate_with_a_missing_envoy_is_one_line(tmp_path: Path) -> None:
+    result = meshgate("validate", "--with-envoy", "--envoy", "/nonexistent", QUICKSTART)
+    assert result.returncode == 1
+    assert result.stderr == "error: --envoy /nonexistent: not an executable file\n"
+    not_a_binary = tmp_path / "envoy"
+    not_a_binary.write_text("not a program")
+    not_a_binary.chmod(0o755)
+    result = meshgate("validate", "--with-envoy", "--envoy", not_a_binary, QUICKSTART)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: {QUICKSTART}: cannot run {not_a_binary} --mode validate: Exec format error\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("script", "said"),
+    [
+        ("exit 3", "envoy --mode validate exited with code 3 and printed nothing"),
+        ("kill -9 $$", "envoy --mode validate was killed by signal 9 (SIGKILL)"),
+    ],
+)
+def test_validate_says_what_happened_when_envoy_gives_no_reason(
+    tmp_path: Path, script: str, said: str
+) -> None:
+    fake = tmp_path / "envoy"
+    fake.write_text(f"#!/bin/sh\n{script}\n")
+    fake.chmod(0o755)
+    result = meshgate("validate", "--with-envoy", "--envoy", fake, QUICKSTART)
+    assert result.returncode == 1
+    assert result.stderr == f"error: {QUICKSTART}: {said}\n"
+
+
+@pytest.mark.integration
+def test_validate_with_envoy_locates_what_only_envoy_rejects(tmp_path: Path) -> None:
+    """RE2 allows at most 1000 repetitions; Python's re (our own check) allows more."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "listeners:\n"
+        "  - name: public\n"
+        "    port: 8080\n"
+        "    virtual_hosts:\n"
+        "      - name: default\n"
+        "        routes:\n"
+        "          - match: {regex: '^/a{1001}$'}\n"
+        "            direct_response: {status: 200}\n",
+        encoding="utf-8",
+    )
+    assert meshgate("validate", path).returncode == 0
+    result = meshgate("validate", "--with-envoy", path)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: {path}:7:21: listeners[0].virtual_hosts[0].routes[0].match.regex: "
+        "Envoy rejected the config: invalid repetition size: {1001}\n"
+    )

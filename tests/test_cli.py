@@ -197,3 +197,30 @@ def test_validate_with_envoy_locates_what_only_envoy_rejects(tmp_path: Path) -> 
         f"error: {path}:7:21: listeners[0].virtual_hosts[0].routes[0].match.regex: "
         "Envoy rejected the config: invalid repetition size: {1001}\n"
     )
+
+
+def test_output_cut_short_by_the_reader_is_no_traceback(tmp_path: Path) -> None:
+    """`meshgate render x.yaml | head -1`: the pipe closes early. The output is made larger
+    than a pipe's buffer, so the writer is certainly still writing when it closes."""
+    routes = "".join(
+        f"          - {{match: {{path: /r{i}}}, direct_response: {{status: 200}}}}\n"
+        for i in range(2000)
+    )
+    big = tmp_path / "big.yaml"
+    big.write_text(
+        "listeners:\n  - name: l\n    port: 8080\n    virtual_hosts:\n"
+        f"      - name: v\n        routes:\n{routes}",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "meshgate.cli", "render", str(big)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b"{\n"
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert err == ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from importlib import metadata
@@ -333,7 +334,13 @@ def main(argv: list[str] | None = None) -> int:
         # kubectl, helm and docker do (a usage error would suggest a mistake was made).
         parser.print_help()
         return 0
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except BrokenPipeError:
+        # `meshgate render x.yaml | head`: the reader is gone, which is no error of ours.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what the shell reports for tools killed by it
     return code
 
 

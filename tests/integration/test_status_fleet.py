@@ -13,14 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from meshgate.proxy.envoy_process import free_port
 
 from .conftest import base_config
 from .harness import Client, ControlPlane, Envoy, Upstreams, wait_until, write_config
-
-pytestmark = pytest.mark.integration
 
 
 def meshgate_status(cp: ControlPlane) -> subprocess.CompletedProcess[str]:

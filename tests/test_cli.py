@@ -224,3 +224,47 @@ def test_output_cut_short_by_the_reader_is_no_traceback(tmp_path: Path) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141
     assert err == ""
+
+
+def test_status_against_no_control_plane_is_one_line_each() -> None:
+    import http.server
+    import threading
+
+    from meshgate.proxy.envoy_process import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    result = meshgate("status", "--url", closed)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: cannot reach the control plane at {closed}: ")
+    assert result.stderr.count("\n") == 1
+    result = meshgate("status", "--url", "controlplane")  # not a URL at all
+    assert (result.returncode, result.stderr) == (
+        1,
+        "error: --url controlplane: unknown url type: 'controlplane/status'\n",
+    )
+    result = meshgate("status", "--url", "http://127.0.0.1:18001x")
+    assert (result.returncode, result.stderr) == (
+        1,
+        "error: --url http://127.0.0.1:18001x: nonnumeric port: '18001x'\n",
+    )
+
+    class NotMeshgate(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"<html>something else</html>")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotMeshgate)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        result = meshgate("status", "--url", url)
+        assert (result.returncode, result.stderr) == (
+            1,
+            f"error: {url} answered, but not with meshgate's status JSON\n",
+        )
+    finally:
+        server.shutdown()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import sys
@@ -214,7 +215,13 @@ def format_status(s: dict[str, Any]) -> str:
 def _cmd_status(a: argparse.Namespace) -> int:
     try:
         status = fetch_status(a.url)
-    except OSError as exc:
+    except json.JSONDecodeError:
+        print(f"error: {a.url} answered, but not with meshgate's status JSON", file=sys.stderr)
+        return 1
+    except (ValueError, http.client.InvalidURL) as exc:  # "unknown url type", a bad port
+        print(f"error: --url {a.url}: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, http.client.HTTPException) as exc:
         print(f"error: cannot reach the control plane at {a.url}: {exc}", file=sys.stderr)
         return 1
     if a.json:

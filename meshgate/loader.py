@@ -19,7 +19,16 @@ from pydantic import ValidationError
 from meshgate.config import GatewayConfig, reference_errors
 from meshgate.problems import ConfigError, ConfigProblem, Problem
 
-__all__ = ["ConfigError", "ConfigProblem", "LoadedConfig", "Problem", "load_config", "parse_config"]
+__all__ = [
+    "ConfigError",
+    "ConfigProblem",
+    "LoadedConfig",
+    "Problem",
+    "format_loc",
+    "load_config",
+    "parse_config",
+    "position",
+]
 
 Loc = tuple[str | int, ...]
 
@@ -59,6 +68,18 @@ def _node_at(root: yaml.Node | None, loc: Loc) -> yaml.Node | None:
         else:
             return node
     return node
+
+
+def position(text: str, loc: Loc) -> tuple[int | None, int | None]:
+    """Line and column (1-based) of what ``loc`` names in the YAML ``text`` (the key, for a
+    scalar), for problems found after loading, e.g. by Envoy; ``(None, None)`` if not found."""
+    try:
+        node = _node_at(_compose(text), loc)
+    except yaml.YAMLError:
+        return None, None
+    if node is None:
+        return None, None
+    return node.start_mark.line + 1, node.start_mark.column + 1
 
 
 def _duplicate_keys(node: yaml.Node | None, loc: Loc = ()) -> list[tuple[Loc, yaml.Node]]:

@@ -54,3 +54,23 @@ def test_the_canary_never_retries() -> None:
     assert planner.retry_in() is None
     clock.now += 10_000
     assert planner.plan(snap) == []
+
+
+def test_a_rejection_the_config_moved_away_from_is_forgotten() -> None:
+    """After a NACK, the config goes back to what the client holds: nothing is left to retry,
+    so the stream must not keep waking up for the passed retry time (it did, every 50 ms)."""
+    clock = Clock()
+    planner, good = _planner(clock)
+    [first] = planner.plan(good)
+    planner.ack(first.track)
+    bad = Snapshot.build([route("r1", ["b"])])
+    [refused] = planner.plan(bad)
+    planner.nack(refused.track)
+    assert planner.retry_in() == 30.0
+    assert planner.plan(good) == []  # the client holds it already
+    clock.now += 31.0
+    assert planner.retry_in() is None
+    assert planner.plan(good) == []
+    # published again later, it is a new attempt: sent at once, not after a backoff
+    [again] = planner.plan(bad)
+    assert again.version == refused.version

@@ -34,3 +34,18 @@ def test_a_proto_constraint_keeps_the_reason_not_the_dump() -> None:
 
 def test_unrecognised_output_is_passed_on() -> None:
     assert envoy_reason("something else entirely\n") == "something else entirely"
+
+
+def test_envoy_failing_without_a_reason_says_what_happened() -> None:
+    from xds_server.publish.validation import validate_mode_verdict
+
+    assert validate_mode_verdict(0, "") == []
+    assert validate_mode_verdict(3, "  \n") == [
+        "envoy --mode validate exited with code 3 and printed nothing"
+    ]
+    assert validate_mode_verdict(-9, "") == [
+        "envoy --mode validate was killed by signal 9 (SIGKILL)"
+    ]
+    assert validate_mode_verdict(1, PREFIX + "error initializing configuration 'b.json': x") == [
+        "Envoy rejected the config: x"
+    ]

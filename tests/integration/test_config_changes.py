@@ -125,7 +125,10 @@ def test_invalid_edits_keep_the_last_good_config_serving(
         10,
         "canary rejection reported",
     )
-    assert "RDS" in errors[0]["message"] and "repetition" in errors[0]["message"]
+    assert "RDS 'public'" in errors[0]["message"] and "repetition" in errors[0]["message"]
+    # traced back from Envoy's text to the value in the file
+    assert errors[0]["path"] == "listeners[0].virtual_hosts[0].routes[0].match.regex"
+    assert isinstance(errors[0]["line"], int)
     status = cp.status()
     assert status["config"]["version"] == good_version
     assert status["recent_nacks"] == []  # no fleet Envoy was sent the bad config

@@ -81,7 +81,7 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> Non
             timeout=10,
         )
         assert status.returncode == 0, status.stderr
-        assert "meshgate-local" in status.stdout and "RDS  ACK" in status.stdout
+        assert "meshgate-local" in status.stdout and "RDS  in sync" in status.stdout
         children = child_pids(proc.pid)
         assert len(children) == 4  # two demo upstreams, the control plane, Envoy
         grandchildren = [g for c in children for g in child_pids(c)]  # the canary Envoy

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from meshgate.problems import Problem
@@ -26,16 +26,23 @@ log = logging.getLogger("meshgate.publisher")
 
 @dataclass
 class ConfigState:
-    """What ``meshgate status`` shows about config: serving version and current problems."""
+    """What ``meshgate status`` shows about config: what is published, and what was rejected.
+
+    "Published" is what the control plane offers the fleet; whether each Envoy accepted it is
+    the status registry's to say (an Envoy may refuse it for a reason of its own host).
+    """
 
     source: str = ""
     version: str = ""
     config_digest: str = ""
     published_at: float | None = None
-    #: Problems of the most recent attempt; empty when the latest file is the one serving.
+    #: Problems of the most recent attempt; empty once the latest file is the published one.
     errors: list[dict[str, Any]] = field(default_factory=list)
     rejected_digest: str = ""
     rejected_at: float | None = None
+
+    def clear_rejection(self) -> None:
+        self.errors, self.rejected_digest, self.rejected_at = [], "", None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +54,11 @@ class ConfigState:
             "rejected_digest": self.rejected_digest or None,
             "rejected_at": self.rejected_at,
         }
+
+
+#: Turns one validator objection into problems located in the config (path, line), where
+#: Envoy's text can be traced back to it; see :mod:`xds_server.publish.locate`.
+Locator = Callable[[str], list[Problem]]
 
 
 class Publisher:
@@ -68,13 +80,17 @@ class Publisher:
     def current(self) -> Snapshot | None:
         return self.cache.get_snapshot(DEFAULT_GROUP)
 
+    @property
+    def accepted(self) -> bool:
+        """A config is published and the latest one seen is it (no rejection outstanding)."""
+        return not self.state.errors and self.current is not None
+
     def reject(self, problems: Sequence[Problem], digest: str) -> None:
         """Record why a candidate cannot be used; the serving snapshot is untouched."""
         self.state.errors = [p.as_dict() for p in problems]
         self.state.rejected_digest = digest
         self.state.rejected_at = self.clock()
         self.metrics.reloads.labels("rejected").inc()
-        self.metrics.config_ok.set(0)
         for p in problems:
             log.error(
                 "config rejected; the last good config keeps serving",
@@ -87,12 +103,19 @@ class Publisher:
                 },
             )
 
-    async def offer(self, snapshot: Snapshot, digest: str) -> bool:
+    async def offer(self, snapshot: Snapshot, digest: str, locate: Locator | None = None) -> bool:
+        """Publish ``snapshot`` unless the validator objects. A file that compiles to the
+        published snapshot (the serving config restored after a mistake) clears any rejection.
+        """
         current = self.current
         if current is not None and current.version == snapshot.version:
-            self.state.errors = []
+            if self.state.errors:
+                log.info(
+                    "config is the published one again; earlier rejection cleared",
+                    extra={"fields": {"version": snapshot.version, "digest": digest}},
+                )
+            self.state.clear_rejection()
             self.state.config_digest = digest
-            self.metrics.config_ok.set(1)
             self.metrics.reloads.labels("unchanged").inc()
             return True
         if self.validator is not None and not snapshot.differs_only_in_endpoints(current):
@@ -100,22 +123,22 @@ class Publisher:
             objections = await self.validator.validate(snapshot)
             self.metrics.validate_seconds.observe(time.perf_counter() - started)
             if objections:
-                self.reject(
-                    [
-                        Problem(self.state.source, "", m, origin=f"{self.validator.name} validator")
-                        for m in objections
-                    ],
-                    digest,
-                )
+                origin = f"{self.validator.name} validator"
+                problems: list[Problem] = []
+                for message in objections:
+                    located = locate(message) if locate is not None else []
+                    problems += [replace(p, origin=origin) for p in located] or [
+                        Problem(self.state.source, "", message, origin=origin)
+                    ]
+                self.reject(problems, digest)
                 return False
         self.cache.set_snapshot(DEFAULT_GROUP, snapshot)
         self.state.version = snapshot.version
         self.state.config_digest = digest
         self.state.published_at = self.clock()
-        self.state.errors = []
+        self.state.clear_rejection()
         self.metrics.reloads.labels("published").inc()
         self.metrics.published_at.set(self.state.published_at)
-        self.metrics.config_ok.set(1)
         log.info(
             "snapshot published",
             extra={

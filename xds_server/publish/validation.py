@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -108,6 +109,8 @@ class CanaryValidator:
             stderr=self._log,
         )
         self._lock = asyncio.Lock()
+        #: The last candidate the canary accepted: what it runs of every type it refused since.
+        self._last_good: Snapshot | None = None
 
     def start(self) -> None:
         self.envoy.start()
@@ -132,6 +135,23 @@ class CanaryValidator:
     def _streams(self) -> list[StreamStatus]:
         return [s for s in self.registry.streams.values() if s.node_id == self.node_id]
 
+    def _suspects(self, snap: Snapshot, type_url: str) -> list[str]:
+        """Resources of ``type_url`` the canary was sent that differ from what it runs: one
+        of them is what it refused (Envoy's RDS errors, for one, do not say which)."""
+        held = self._last_good.of_type(type_url) if self._last_good is not None else {}
+        return [
+            name
+            for name, res in snap.of_type(type_url).items()
+            if name not in held or held[name].version != res.version
+        ]
+
+    def _rejection(self, snap: Snapshot, type_url: str, error: str) -> str:
+        """ "Envoy rejected RDS 'public': <Envoy's text>", naming the resource when it is one
+        of a few (xds_server.publish.locate maps the name back to the config)."""
+        names = self._suspects(snap, type_url)
+        which = " " + ", ".join(f"'{n}'" for n in names) if 0 < len(names) <= 5 else ""
+        return f"Envoy rejected {short_name(type_url)}{which}: {error}"
+
     def _known_rejection(self, snap: Snapshot) -> list[str]:
         """Envoy's reason, if the canary already rejected one of ``snap``'s type versions.
 
@@ -147,7 +167,7 @@ class CanaryValidator:
                     and ts.nack_error
                     and ts.nack_version == snap.type_version(type_url)
                 ):
-                    return [f"Envoy rejected {short_name(type_url)}: {ts.nack_error}"]
+                    return [self._rejection(snap, type_url, ts.nack_error)]
         return []
 
     def _accepted(self, snap: Snapshot) -> bool:
@@ -177,9 +197,7 @@ class CanaryValidator:
                 if verdict.done() or event.stream.node_id != self.node_id:
                     return
                 if event.kind == "nack" and event.version == snap.type_version(event.type_url):
-                    verdict.set_result(
-                        [f"Envoy rejected {short_name(event.type_url)}: {event.error}"]
-                    )
+                    verdict.set_result([self._rejection(snap, event.type_url, event.error)])
                 elif event.kind == "ack" and self._accepted(snap):
                     verdict.set_result([])
 
@@ -187,9 +205,12 @@ class CanaryValidator:
             started = time.perf_counter()
             try:
                 self.cache.set_snapshot(CANARY_GROUP, snap)
-                if self._accepted(snap):
-                    return []
-                return await asyncio.wait_for(verdict, self.timeout)
+                objections = (
+                    [] if self._accepted(snap) else await asyncio.wait_for(verdict, self.timeout)
+                )
+                if not objections:
+                    self._last_good = snap
+                return objections
             except TimeoutError:
                 return [
                     f"canary Envoy did not ACK or NACK within {self.timeout:g}s "
@@ -251,27 +272,47 @@ class ValidateModeValidator:
         with tempfile.TemporaryDirectory(prefix="meshgate-validate-") as tmp:
             path = Path(tmp) / "bootstrap.json"
             path.write_text(json.dumps(static_bootstrap(snapshot)))
-            proc = await asyncio.create_subprocess_exec(
-                self.binary,
-                "--mode",
-                "validate",
-                "-c",
-                str(path),
-                "--log-level",
-                "critical",
-                "--use-dynamic-base-id",
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    self.binary,
+                    "--mode",
+                    "validate",
+                    "-c",
+                    str(path),
+                    "--log-level",
+                    "critical",
+                    "--use-dynamic-base-id",
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                )
+            except OSError as exc:
+                return [f"cannot run {self.binary} --mode validate: {exc.strerror or exc}"]
             try:
                 out, _ = await asyncio.wait_for(proc.communicate(), self.timeout)
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
                 return [f"envoy --mode validate did not finish within {self.timeout:g}s"]
-        if proc.returncode == 0:
-            return []
-        return [f"Envoy rejected the config: {envoy_reason(out.decode(errors='replace'))}"]
+        return validate_mode_verdict(proc.returncode, out.decode(errors="replace"))
+
+
+def validate_mode_verdict(returncode: int | None, output: str) -> list[str]:
+    """What ``envoy --mode validate`` exiting with ``returncode`` after printing ``output``
+    says about the config: nothing when it succeeded, else its reason, or what happened to
+    the process when it gave none (crashed, killed, or failed silently)."""
+    if returncode == 0:
+        return []
+    reason = envoy_reason(output) if output.strip() else ""
+    if returncode is not None and returncode < 0:
+        try:
+            name = f" ({signal.Signals(-returncode).name})"
+        except ValueError:
+            name = ""
+        killed = f"envoy --mode validate was killed by signal {-returncode}{name}"
+        return [f"{killed}: {reason}" if reason else killed]
+    if not reason:
+        return [f"envoy --mode validate exited with code {returncode} and printed nothing"]
+    return [f"Envoy rejected the config: {reason}"]
 
 
 def envoy_reason(output: str) -> str:

@@ -152,6 +152,10 @@ class Planner:
             tr = self._tracks[type_url] = TypeTrack(type_url)
         return tr
 
+    def active_types(self) -> list[str]:
+        """Type URLs the client follows, in push order."""
+        return [tr.type_url for tr in self._active()]
+
     def _active(self) -> Iterator[TypeTrack]:
         """Active tracks in push order: ORDER first, any other type (SDS, RTDS...) after."""
         rank = {t: i for i, t in enumerate(ORDER)}
@@ -181,6 +185,7 @@ class Planner:
         """Every response to send now: answers to (re)subscriptions, which bypass the push
         order so that Envoy's cluster and listener warming never waits on it, then at most
         one ordered push."""
+        self._forget_superseded_rejections(snap)
         steps: list[Step] = []
         for tr in self._active():
             if tr.inflight is None and (tr.must_answer or tr.resubscribed):
@@ -192,6 +197,21 @@ class Planner:
         if push is not None:
             steps.append(push)
         return steps
+
+    def _forget_superseded_rejections(self, snap: Snapshot) -> None:
+        """A rejected version the snapshot no longer carries (the config moved on, or went
+        back to what the client holds) is nothing to retry: without this, its passed retry
+        time would wake the stream every 50 ms forever. Were it published again, it is sent
+        at once, like any new config."""
+        if self.stalled_on and snap.version != self.stalled_on:
+            self.stalled_on = ""
+        for tr in self._tracks.values():
+            if (
+                tr.rejected
+                and tr.inflight is None
+                and tr.rejected != snap.type_version(tr.type_url)
+            ):
+                tr.rejected, tr.rejections, tr.retry_at = "", 0, 0.0
 
     def retry_in(self) -> float | None:
         """Seconds until a rejected update may be retried (the stream wakes up then)."""

@@ -21,7 +21,7 @@ from envoy.config.core.v3 import base_pb2
 from xds_server.server.planner import Planner, Step, TypeTrack
 from xds_server.server.status import StatusRegistry, StreamStatus
 from xds_server.snapshot.cache import CANARY_GROUP, SnapshotCache
-from xds_server.snapshot.snapshot import Snapshot, short_name
+from xds_server.snapshot.snapshot import WILDCARD_TYPES, Snapshot, short_name
 
 log = logging.getLogger("meshgate.xds")
 
@@ -150,6 +150,14 @@ class AdsStream(ABC, Generic[ReqT, RespT]):
                     )
                 },
             )
+        assert self.status is not None
+        # What this Envoy is offered: the types it follows, plus CDS and LDS, which every
+        # ADS Envoy asks for (an Envoy still initialising has not asked yet, and must not
+        # look "in sync" with a snapshot whose listeners it has not accepted).
+        types = {*self.planner.active_types(), *WILDCARD_TYPES}
+        self._registry.published(
+            self.status, snap.version, {t: snap.type_version(t) for t in types}
+        )
         return out
 
     # -- ACK / NACK bookkeeping shared by both protocols --------------------------------------

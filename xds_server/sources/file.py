@@ -54,6 +54,9 @@ class FileConfigSource:
         try:
             text = self.path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
+            # Forget the last digest (as for a missing file), so that restoring the very
+            # config that serves is seen as a change and clears this rejection.
+            self._last_digest = "unreadable"
             err = ConfigError([ConfigProblem(str(self.path), "", f"cannot read file: {exc}")])
             self.on_error(err, "unreadable")
             return

@@ -17,8 +17,9 @@ from meshgate.cli.control_plane import ControlPlaneProcess, http_get
 from meshgate.cli.up_options import UpOptions
 from meshgate.config import DemoUpstream, GatewayConfig
 from meshgate.proxy.bootstrap import BootstrapParams
-from meshgate.proxy.envoy_process import EnvoyProcess
+from meshgate.proxy.envoy_process import WORKDIR_FAMILY, EnvoyProcess
 from meshgate.runtime.supervisor import Service
+from meshgate.runtime.workdirs import sweep_abandoned
 
 ENVOY_NODE_ID = "meshgate-local"
 
@@ -118,7 +119,11 @@ class EnvoyService(Service):
             super().ask_to_stop(proc)
 
     def close(self) -> None:
+        """Remove our bootstrap directory, and those left by Envoys whose owner was killed
+        during the run (the canary of a control plane that crashed): no Envoy is created
+        after the last crash to sweep them."""
         self.envoy.close()
+        sweep_abandoned(WORKDIR_FAMILY)
 
 
 def needed_services(opts: UpOptions, config_path: str, config: GatewayConfig) -> list[Service]:

@@ -22,9 +22,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -120,18 +120,33 @@ class Supervisor:
         self._stderr_format = stderr_format
         self._clock = clock
         self._poll = poll_interval
-        self._stop = threading.Event()
+        # A flag and a self-pipe rather than a threading.Event: Event.set() takes a lock that
+        # the main thread may hold at the moment the signal handler runs (a deadlock on
+        # Ctrl-C); a pipe write never blocks and wakes a select() at once.
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self.children = [_Child(s, CrashHistory(policy)) for s in services]
 
     # -- control --------------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        """Safe to call from a signal handler: every wait of the supervisor ends at once."""
-        self._stop.set()
+        """Safe to call from a signal handler or another thread: every wait of the supervisor
+        ends at once."""
+        self._stopping = True
+        if self._wake_w >= 0:
+            with contextlib.suppress(BlockingIOError):  # a full pipe is awake already
+                os.write(self._wake_w, b"x")
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._stopping
+
+    def _sleep(self, seconds: float) -> None:
+        """Up to ``seconds``, or until a stop is requested."""
+        if not self._stopping and self._wake_r >= 0:
+            select.select([self._wake_r], [], [], seconds)
 
     def pids(self) -> dict[str, int]:
         """Running children by name."""
@@ -152,7 +167,7 @@ class Supervisor:
             self._spawn(child)
             deadline = self._clock() + child.service.ready_timeout
             while True:
-                if self._stop.is_set():
+                if self._stopping:
                     raise StopRequested
                 assert child.proc is not None
                 code = child.proc.poll()
@@ -170,23 +185,23 @@ class Supervisor:
                         f"{child.service.ready_timeout:g} s",
                         self._tail(child),
                     )
-                self._stop.wait(self._poll)
+                self._sleep(self._poll)
 
     def run(self) -> None:
         """Keep the children running until a stop is requested; raises SupervisionFailed
         when a child crashed too often."""
-        while not self._stop.is_set():
+        while not self._stopping:
             now = self._clock()
             wait = self._poll
             for child in self.children:
                 self._check(child, now)
                 if child.restart_at is not None:
                     wait = min(wait, max(0.0, child.restart_at - self._clock()))
-            self._stop.wait(wait)
+            self._sleep(wait)
 
     def stop(self) -> None:
         """Stop the children in reverse order (waiting for each), then release them."""
-        self._stop.set()
+        self._stopping = True
         for child in reversed(self.children):
             child.restart_at = None
             proc = child.proc
@@ -197,16 +212,17 @@ class Supervisor:
             if child.logs is not None:
                 child.logs.wait_closed(1.0)
             child.service.close()
+        fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
 
     # -- internals ------------------------------------------------------------------------
 
     def _spawn(self, child: _Child) -> None:
         svc = child.service
-        out_fmt = (
-            self._stdout_format(svc.label, "access" if svc.access_log else "log")
-            if (self._stdout_format)
-            else None
-        )
+        kind = "access" if svc.access_log else "log"
+        out_fmt = self._stdout_format(svc.label, kind) if self._stdout_format else None
         err_fmt = self._stderr_format(svc.label, "log") if self._stderr_format else None
         out_w, err_w, child.logs = self.relay.attach(out_fmt, err_fmt)
         try:

@@ -32,8 +32,6 @@ from .up_stack import (
     up_argv,
 )
 
-pytestmark = pytest.mark.integration
-
 CONTROL_PLANE, ENVOY = "xds_server", "_bin/envoy"
 
 

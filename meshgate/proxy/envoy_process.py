@@ -2,26 +2,47 @@
 
 Shared by ``meshgate up``, the control plane's canary validator, the benchmarks and the tests,
 so all of them exercise the same process handling. Children get ``PR_SET_PDEATHSIG`` so that
-an Envoy never outlives the meshgate process that started it, even after ``kill -9``.
+an Envoy never outlives the meshgate process that started it, even after ``kill -9``
+(:mod:`meshgate.runtime.processes`), and the bootstrap's directory is an
+:class:`~meshgate.runtime.workdirs.OwnedDir`, so it does not outlive its owner either: the
+next Envoy started on the machine sweeps it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import shutil
-import signal
 import subprocess
-import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import IO
 
 from meshgate.proxy.bootstrap import BootstrapParams, render_bootstrap
+from meshgate.runtime.processes import spawn, stop_process
+from meshgate.runtime.workdirs import OwnedDir
+
+__all__ = [
+    "WORKDIR_FAMILY",
+    "EnvoyNotFoundError",
+    "EnvoyProcess",
+    "find_envoy",
+    "free_port",
+    "spawn",
+    "stop_process",
+]
+
+#: Every Envoy's bootstrap directory is ``$TMPDIR/meshgate-envoy-<node id>-XXXXXXXX``.
+WORKDIR_FAMILY = "meshgate-envoy-"
+
+#: Envoy's own log lines as JSON objects shaped like meshgate's logs (time, level, service,
+#: logger, message); ``%j`` escapes the message for JSON. Envoy writes local time, so the
+#: process runs with TZ=UTC to make the ``Z`` true.
+JSON_LOG_FORMAT = (
+    '{"time":"%Y-%m-%dT%T.%eZ","level":"%l","service":"envoy","logger":"%n","message":"%j"}'
+)
 
 
 class EnvoyNotFoundError(RuntimeError):
@@ -51,51 +72,6 @@ def find_envoy(explicit: str | None = None) -> str:
     return found
 
 
-def _die_with(parent: int) -> Callable[[], None]:
-    """In the child, before exec: get SIGTERM when the parent dies (Linux only), and give up
-    at once if it already died between fork and here (the signal would never come)."""
-
-    def preexec() -> None:
-        with contextlib.suppress(Exception):
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
-
-def spawn(
-    argv: Sequence[str],
-    stdout: int | IO[bytes] | None = None,
-    stderr: int | IO[bytes] | None = None,
-    env: dict[str, str] | None = None,
-) -> subprocess.Popen[bytes]:
-    """Start a child that dies with us and ignores the terminal's Ctrl-C (we stop it in order)."""
-    return subprocess.Popen(
-        list(argv),
-        stdout=stdout,
-        stderr=stderr,
-        env=env,
-        preexec_fn=_die_with(os.getpid()),
-        start_new_session=True,
-    )
-
-
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> int | None:
-    """SIGTERM, wait ``grace`` seconds, then SIGKILL; returns the exit code."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
 class EnvoyProcess:
     """One Envoy bootstrapped to fetch everything from a meshgate control plane over ADS."""
 
@@ -107,13 +83,16 @@ class EnvoyProcess:
         stdout: int | IO[bytes] | None = None,
         stderr: int | IO[bytes] | None = None,
         extra_args: Sequence[str] = (),
+        json_logs: bool = False,
     ) -> None:
         self.params = params
         self.binary = find_envoy(envoy_path)
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"meshgate-envoy-{params.node_id}-"))
+        self._dir = OwnedDir(WORKDIR_FAMILY, params.node_id)
+        self.workdir = self._dir.path
         self.bootstrap_path = self.workdir / "bootstrap.yaml"
         self.bootstrap_path.write_text(render_bootstrap(params))
         self.log_level = log_level
+        self.json_logs = json_logs
         self._stdout, self._stderr = stdout, stderr
         self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -122,7 +101,7 @@ class EnvoyProcess:
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.params.admin_port}"
 
-    def start(self) -> None:
+    def argv(self) -> list[str]:
         argv = [
             self.binary,
             "-c",
@@ -137,9 +116,17 @@ class EnvoyProcess:
             # access logs reach stdout within half a second (Envoy's default is 10 s)
             "--file-flush-interval-msec",
             "500",
-            *self.extra_args,
         ]
-        self.proc = spawn(argv, stdout=self._stdout, stderr=self._stderr)
+        if self.json_logs:
+            argv += ["--log-format", JSON_LOG_FORMAT]
+        return argv + self.extra_args
+
+    def env(self) -> dict[str, str] | None:
+        """The child's environment: ours, in UTC when its log lines say ``Z``."""
+        return {**os.environ, "TZ": "UTC"} if self.json_logs else None
+
+    def start(self) -> None:
+        self.proc = spawn(self.argv(), stdout=self._stdout, stderr=self._stderr, env=self.env())
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -170,10 +157,33 @@ class EnvoyProcess:
     async def wait_live_async(self, timeout: float = 20.0) -> None:
         await asyncio.to_thread(self.wait_live, timeout)
 
+    def admin_post(self, path: str, timeout: float = 1.0) -> bool:
+        """POST to the admin; False when it does not answer."""
+        req = urllib.request.Request(self.admin_url + path, method="POST")
+        try:
+            urllib.request.urlopen(req, timeout=timeout).close()
+        except OSError:
+            return False
+        return True
+
+    def quit(self) -> bool:
+        """Ask Envoy to exit quietly through its admin; False when the admin does not answer.
+
+        On SIGTERM Envoy logs "caught ENVOY_SIGTERM" and the closing xDS stream at warning
+        level, which reads like trouble on a clean stop; ``/quitquitquit`` logs at info, and
+        lowering the log level to error first keeps the stream's goodbye quiet while a real
+        error during shutdown would still show."""
+        self.admin_post("/logging?level=error")
+        return self.admin_post("/quitquitquit")
+
     def stop(self, grace: float = 5.0) -> int | None:
         code = stop_process(self.proc, grace) if self.proc is not None else None
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.close()
         return code
+
+    def close(self) -> None:
+        """Remove the bootstrap directory (the process must be stopped already)."""
+        self._dir.remove()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

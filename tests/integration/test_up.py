@@ -11,58 +11,19 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 from meshgate.proxy.envoy_process import free_port
 
 from .harness import child_pids, wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _quickstart_on_free_ports(tmp_path: Path) -> tuple[Path, int]:
-    config = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
-    port = free_port()
-    config["listeners"][0]["port"] = port
-    for svc, demo in zip(config["services"], config["demo_upstreams"], strict=True):
-        demo["port"] = svc["endpoints"][0]["port"] = free_port()
-    path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path, port
-
-
-def _up_argv(config: Path, admin_port: int | None = None) -> list[str]:
-    """`meshgate up` on the given config with every other port free."""
-    return [
-        sys.executable,
-        "-m",
-        "meshgate.cli",
-        "up",
-        "--config",
-        str(config),
-        "--xds-port",
-        str(free_port()),
-        "--admin-port",
-        str(admin_port or free_port()),
-        "--envoy-admin-port",
-        str(free_port()),
-    ]
+from .up_stack import alive, quickstart_on_free_ports, up_argv
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_up_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
-    config, port = _quickstart_on_free_ports(tmp_path)
+    config, port = quickstart_on_free_ports(tmp_path)
     admin = free_port()
     proc = subprocess.Popen(
-        _up_argv(config, admin),
+        up_argv(config, admin),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -93,7 +54,7 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> Non
     text = err.decode()
     assert "meshgate is up" in text and "Traceback" not in text
     assert "127.0.0.1:9901" not in text  # the admin port we chose is shown, not the default
-    wait_until(lambda: not any(_alive(p) for p in children + grandchildren), 10, "no orphans")
+    wait_until(lambda: not any(alive(p) for p in children + grandchildren), 10, "no orphans")
     # the access log went to stdout as JSON
     lines = [json.loads(ln) for ln in out.decode().splitlines() if ln.startswith("{")]
     assert any(e["path"] == "/api/hello" and e["upstream_cluster"] == "echo-a" for e in lines)
@@ -114,12 +75,12 @@ def test_up_refuses_an_invalid_config(tmp_path: Path) -> None:
 
 
 def test_up_refuses_ports_in_use_before_starting_anything(tmp_path: Path) -> None:
-    config, port = _quickstart_on_free_ports(tmp_path)
+    config, port = quickstart_on_free_ports(tmp_path)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()
         result = subprocess.run(
-            _up_argv(config),
+            up_argv(config),
             capture_output=True,
             text=True,
             timeout=30,

@@ -1,0 +1,46 @@
+"""The options of ``meshgate up`` and how its output format is chosen."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from meshgate.cli.main import build_parser
+from meshgate.cli.up import output_modes
+from meshgate.cli.up_options import UpOptions, up_options
+
+
+def up_parser() -> argparse.ArgumentParser:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser: argparse.ArgumentParser = sub.choices["up"]
+    return parser
+
+
+def test_log_format_is_an_up_flag_with_its_default_shown() -> None:
+    # every flag's help and default: tests/test_cli.py; this one came with supervision
+    text = " ".join(up_parser().format_help().split())
+    assert "--log-format {auto,text,json}" in text
+    assert "else json (default: auto)" in text
+
+
+def test_flags_become_options() -> None:
+    a = up_parser().parse_args(["--xds-port", "1", "--delta", "--log-format", "json"])
+    assert up_options(a) == UpOptions(xds_port=1, api_type="DELTA_GRPC", log_format="json")
+    assert up_options(up_parser().parse_args([])) == UpOptions()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "stdout_tty", "stderr_tty", "expected"),
+    [
+        ("auto", True, True, (True, True)),
+        ("auto", False, True, (False, True)),  # meshgate up > access.log: JSON in the file
+        ("auto", False, False, (False, False)),
+        ("text", False, False, (True, True)),
+        ("json", True, True, (False, False)),
+    ],
+)
+def test_output_modes(
+    fmt: str, stdout_tty: bool, stderr_tty: bool, expected: tuple[bool, bool]
+) -> None:
+    assert output_modes(fmt, stdout_tty, stderr_tty) == expected

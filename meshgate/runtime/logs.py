@@ -35,9 +35,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def setup_logging(service: str, level: str = "INFO") -> None:
+class TextFormatter(JsonFormatter):
+    """For a terminal: ``time level logger: message key=value ...`` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data = json.loads(super().format(record))
+        head = f"{data.pop('time')} {data.pop('level'):<7} {data.pop('logger')}: "
+        head += str(data.pop("message"))
+        data.pop("service")
+        exc = data.pop("exception", None)
+        tail = "".join(f" {k}={v}" for k, v in data.items())
+        return head + tail + (f"\n{exc}" if exc else "")
+
+
+def setup_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(service))
+    handler.setFormatter(TextFormatter(service) if fmt == "text" else JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

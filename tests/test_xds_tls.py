@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import shutil
 import stat
 from collections.abc import AsyncIterator
@@ -12,9 +13,16 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from meshgate.proxy.bootstrap import (
+    BootstrapParams,
+    XdsTls,
+    render_bootstrap,
+    xds_tls_transport_socket,
+)
 from meshgate.runtime.grpc_server import SERVING, add_health, add_port, make_server
 from meshgate.runtime.pki import LocalPki, ensure_local_pki
 from meshgate.runtime.tls import TlsConfigError, TlsFiles
@@ -192,3 +200,26 @@ def test_a_non_loopback_xds_address_needs_mutual_tls(
     assert parse_args(["--config", "g.yaml", "--xds-address", "0.0.0.0:1", *tls]).xds_tls()
     for loopback in ("127.0.0.1:1", "127.9.9.9:1", "[::1]:1", "localhost:1"):
         assert parse_args(["--config", "g.yaml", "--xds-address", loopback])
+
+
+def test_the_documented_transport_socket_is_the_one_meshgate_renders() -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "operations.md").read_text()
+    block = next(
+        b for b in re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL) if "transport_sockets.tls" in b
+    )
+    documented = yaml.safe_load(block)["transport_socket"]
+    tls = XdsTls(
+        cert="/etc/envoy/tls/envoy-client.pem",
+        key="/etc/envoy/tls/envoy-client-key.pem",
+        ca="/etc/envoy/tls/xds-ca.pem",
+        server_name="xds.example.internal",
+    )
+    assert documented == xds_tls_transport_socket(tls)
+
+
+def test_the_canary_bootstrap_reaches_the_control_plane_over_its_socket() -> None:
+    params = BootstrapParams(node_id="c", xds_port=0, admin_port=1, xds_pipe="/run/x/canary.sock")
+    cluster = yaml.safe_load(render_bootstrap(params))["static_resources"]["clusters"][0]
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"] == {"pipe": {"path": "/run/x/canary.sock"}}
+    assert "transport_socket" not in cluster

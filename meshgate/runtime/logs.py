@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Any
 
+from meshgate.runtime import log_text
+
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
@@ -36,16 +38,16 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(JsonFormatter):
-    """For a terminal: ``time level logger: message key=value ...`` on one line."""
+    """For a terminal: the JSON record rendered as one readable line by
+    :mod:`meshgate.runtime.log_text` (the same rendering ``meshgate up`` uses)."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(service)
+        self._text = log_text.TextFormatter()
 
     def format(self, record: logging.LogRecord) -> str:
-        data = json.loads(super().format(record))
-        head = f"{data.pop('time')} {data.pop('level'):<7} {data.pop('logger')}: "
-        head += str(data.pop("message"))
-        data.pop("service")
-        exc = data.pop("exception", None)
-        tail = "".join(f" {k}={v}" for k, v in data.items())
-        return head + tail + (f"\n{exc}" if exc else "")
+        line = super().format(record).encode()
+        return self._text.format(self.service, "log", line).decode(errors="replace").rstrip("\n")
 
 
 def setup_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from xds_server.server.status import StatusRegistry, StreamStatus, clean_error, fleet_summary
+from xds_server.snapshot.cache import CANARY_GROUP
 from xds_server.snapshot.snapshot import CLUSTER, LISTENER
 
 
@@ -95,6 +96,8 @@ def test_repeated_refusals_are_one_entry_with_a_count() -> None:
     assert reg.recent_nacks == [
         {
             "node_id": "envoy-1",
+            "group": "default",
+            "peer": "peer",
             "type": "LDS",
             "version": "l2",
             "error": error.strip(),
@@ -104,6 +107,8 @@ def test_repeated_refusals_are_one_entry_with_a_count() -> None:
         },
         {
             "node_id": "envoy-1",
+            "group": "default",
+            "peer": "peer",
             "type": "LDS",
             "version": "l3",
             "error": error.strip(),
@@ -130,7 +135,9 @@ def test_envoys_error_text_loses_blank_lines_and_becomes_one_line() -> None:
 
 def test_the_fleet_summary_groups_refusals_and_leaves_out_the_canary() -> None:
     reg = StatusRegistry(Clock())
-    streams = [reg.opened(n, "c", "sotw", "p") for n in ("a", "b", "c", "meshgate-canary-1")]
+    # the canary is known by the server its stream arrived on (its group), not by its name
+    streams = [reg.opened(n, "c", "sotw", "p") for n in ("a", "b", "c")]
+    streams.append(reg.opened("meshgate-canary-1", "c", "sotw", "unix:", CANARY_GROUP))
     for st in streams:
         offered(reg, st, "S1", "c1", "l1")
         accept(reg, st, CLUSTER, "c1")

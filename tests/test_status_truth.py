@@ -16,7 +16,7 @@ import pytest
 
 from meshgate.cli.main import format_status, unhealthy
 from tests.xds_client import SotwClient, until
-from xds_server.app import ControlPlane, Settings
+from xds_server.app import ControlPlane, Settings, make_service
 from xds_server.snapshot.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 ONE_LISTENER = """\
@@ -66,11 +66,13 @@ async def plane(tmp_path: Path) -> AsyncIterator[ControlPlane]:
             nack_retry=0.3,
         )
     )
-    await cp.start()
+    service = make_service(cp)
+    await service.start(cp)
     try:
         yield cp
     finally:
-        await cp.stop(0)
+        service.request_stop(force=True)
+        await service.shutdown()
 
 
 def gauge(cp: ControlPlane, name: str, **labels: str) -> float | None:

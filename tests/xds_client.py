@@ -85,9 +85,19 @@ async def until(cond: Callable[[], bool], timeout: float = 2.0) -> None:
 
 
 class _Client(Generic[Req, Resp]):
-    def __init__(self, address: str, node_id: str, cluster: str = "test") -> None:
+    def __init__(
+        self,
+        address: str,
+        node_id: str,
+        cluster: str = "test",
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.node = base_pb2.Node(id=node_id, cluster=cluster)
-        self.channel = grpc.aio.insecure_channel(address)
+        self.channel = (
+            grpc.aio.secure_channel(address, credentials)
+            if credentials is not None
+            else grpc.aio.insecure_channel(address)
+        )
         self.stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
         self._out: asyncio.Queue[Req | None] = asyncio.Queue()
         self._in: asyncio.Queue[Resp | BaseException] = asyncio.Queue()
@@ -159,8 +169,14 @@ class _Client(Generic[Req, Resp]):
 class SotwClient(_Client[discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse]):
     """StreamAggregatedResources, remembering per type the names and last accepted version."""
 
-    def __init__(self, address: str, node_id: str, cluster: str = "test") -> None:
-        super().__init__(address, node_id, cluster)
+    def __init__(
+        self,
+        address: str,
+        node_id: str,
+        cluster: str = "test",
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        super().__init__(address, node_id, cluster, credentials)
         self.names: dict[str, list[str]] = {}
         self.accepted: dict[str, str] = {}
 

@@ -1,9 +1,20 @@
-"""Wiring of the control plane process: sockets, signals, and the order things start and stop.
+"""Wiring of the control plane process: what it serves, and in which order it starts and stops.
 
-Start: gRPC ADS server -> admin HTTP -> canary Envoy -> config watcher (first snapshot).
-Stop (SIGTERM/SIGINT): watcher -> canary -> ADS streams (Envoys keep serving what they have
-and reconnect to another replica or to us when we return) -> admin HTTP. Nothing else in the
-package reads arguments, installs signal handlers or binds sockets.
+The process is a :class:`~meshgate.runtime.service.Service` (gRPC server, health, admin HTTP,
+JSON logs, signals, drain) running :class:`ControlPlane`, which adds:
+
+* the fleet's ADS on ``--xds-address`` (mutual TLS with ``--xds-tls-*``; a non-loopback
+  address without it is refused unless ``--insecure-xds``), next to ``grpc.health.v1``;
+* the canary's ADS on a second gRPC server bound to a Unix socket in a private directory
+  (mode 0700, created here): a stream's snapshot group, and so whose ACK/NACK judges a
+  candidate, follows from the server it arrived on, never from the node id it sends;
+* ``/status`` on the admin HTTP port.
+
+Start: ports bound -> gRPC servers -> admin HTTP -> canary Envoy -> config watcher (first
+snapshot). Stop (SIGTERM/SIGINT): health NOT_SERVING -> watcher -> canary -> ADS streams
+closed (Envoys keep serving what they have and reconnect, to another replica or to us when we
+return) -> gRPC servers -> admin HTTP -> exit 0. Nothing else in the package reads arguments,
+installs signal handlers or binds sockets.
 """
 
 from __future__ import annotations
@@ -13,20 +24,29 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import signal
+import os
+import shutil
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from meshgate.loader import ConfigError, LoadedConfig
 from meshgate.problems import Problem
-from meshgate.runtime.admin_http import AdminServer, make_admin_app
 from meshgate.runtime.gc_pause import gc_paused
+from meshgate.runtime.grpc_server import GrpcOptions, add_port
 from meshgate.runtime.help_format import DefaultsHelpFormatter
 from meshgate.runtime.logs import setup_logging
+from meshgate.runtime.service import Service
+from meshgate.runtime.settings import (
+    ServiceSettings,
+    add_common_arguments,
+    common_from_args,
+    is_loopback,
+    split_address,
+)
+from meshgate.runtime.tls import TlsConfigError, TlsFiles
 from xds_server.compiler import compile_snapshot
 from xds_server.metrics import XdsMetrics
 from xds_server.publish.locate import located_problems
@@ -34,7 +54,7 @@ from xds_server.publish.publisher import Locator, Publisher
 from xds_server.publish.validation import CanaryValidator, ValidateModeValidator, Validator
 from xds_server.server.ads import AdsServicer, add_to_server
 from xds_server.server.status import StatusRegistry, fleet_summary
-from xds_server.snapshot.cache import CANARY_NODE_PREFIX, SnapshotCache
+from xds_server.snapshot.cache import CANARY_GROUP, DEFAULT_GROUP, SnapshotCache
 from xds_server.snapshot.snapshot import InconsistentSnapshotError
 from xds_server.sources.file import FileConfigSource
 
@@ -43,17 +63,49 @@ log = logging.getLogger("meshgate.xds_server")
 DEFAULT_XDS_ADDRESS = "127.0.0.1:18000"
 DEFAULT_ADMIN_ADDRESS = "127.0.0.1:18001"
 
+#: ADS sends whole snapshots: far larger messages than gRPC's 4 MiB default.
+XDS_GRPC_OPTIONS = GrpcOptions(
+    max_receive_message_bytes=64 * 1024 * 1024, max_send_message_bytes=256 * 1024 * 1024
+)
+#: A Unix socket path longer than this does not fit in ``sockaddr_un``.
+_MAX_SOCKET_PATH = 107
+
 
 @dataclass
-class Settings:
+class Settings(ServiceSettings):
+    """The control plane's settings; ``config`` may be given by position, the rest by name
+    (the common ones of :class:`ServiceSettings` are keyword-only)."""
+
     config: str
+    admin_address: str = field(default=DEFAULT_ADMIN_ADDRESS, kw_only=True)
     xds_address: str = DEFAULT_XDS_ADDRESS
-    admin_address: str = DEFAULT_ADMIN_ADDRESS
     validator: str = "canary"
     envoy_path: str | None = None
     poll_interval: float = 0.2
-    log_level: str = "INFO"
     nack_retry: float = 30.0
+    xds_tls_cert: str | None = None
+    xds_tls_key: str | None = None
+    xds_tls_client_ca: str | None = None
+    #: Accept a non-loopback xDS address without mutual TLS (anyone who reaches it can read
+    #: the whole config and connect as an Envoy).
+    insecure_xds: bool = False
+
+    def xds_tls(self) -> TlsFiles | None:
+        """The mutual-TLS files, or None; raises TlsConfigError when only some are given."""
+        return TlsFiles.from_options(
+            self.xds_tls_cert, self.xds_tls_key, self.xds_tls_client_ca, "--xds-tls"
+        )
+
+    def check(self) -> None:
+        """Refuse what would be unsafe or cannot work, with the flag to change (ValueError)."""
+        host, _ = split_address(self.xds_address)
+        if not is_loopback(host) and self.xds_tls() is None and not self.insecure_xds:
+            raise ValueError(
+                f"--xds-address {self.xds_address}: not a loopback address, and xDS has no "
+                "authentication without mutual TLS (anyone who reaches the port could read the "
+                "whole config and pose as an Envoy); give --xds-tls-cert, --xds-tls-key and "
+                "--xds-tls-client-ca, or --insecure-xds to accept this explicitly"
+            )
 
 
 def _locator(loaded: LoadedConfig) -> Locator:
@@ -73,15 +125,8 @@ def _locator(loaded: LoadedConfig) -> Locator:
     return locate
 
 
-def split_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"expected HOST:PORT, got {address!r}")
-    return host.strip("[]"), int(port)
-
-
 class ControlPlane:
-    """The running control plane; also used in-process by tests."""
+    """The control plane as an app of the service shell."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -91,11 +136,13 @@ class ControlPlane:
         self.registry.add_listener(self.metrics.on_event)
         self.publisher = Publisher(self.cache, None, self.metrics, source=settings.config)
         self.metrics.bind(lambda: self.publisher.accepted, self.registry.fleet_states)
-        self.server: grpc.aio.Server | None = None
         self.servicer: AdsServicer | None = None
-        self.admin: AdminServer | None = None
+        self.canary_servicer: AdsServicer | None = None
         self.canary: CanaryValidator | None = None
+        self.private_dir: Path | None = None
         self.xds_port = 0
+        self.tls = False
+        self.service: Service | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._publish_lock = asyncio.Lock()
         self.source = FileConfigSource(
@@ -131,57 +178,74 @@ class ControlPlane:
     def status(self) -> dict[str, Any]:
         streams = list(self.registry.streams.values())
         xds = self.registry.as_dict()
+        # The canary's own identity (node id, socket) is nobody's business: its state is.
+        canary = [
+            {k: v for k, v in s.as_dict().items() if k not in ("node_id", "peer", "cluster")}
+            for s in streams
+            if s.canary
+        ]
         return {
             "config": self.publisher.state.as_dict(),
             "validator": self.publisher.validator.name if self.publisher.validator else None,
             "xds_port": self.xds_port,
+            "xds_tls": "mutual" if self.tls else "off",
             "fleet": fleet_summary(streams, self.publisher.state.version),
             "envoys": [s.as_dict() for s in streams if not s.canary],
-            "canary": [s.as_dict() for s in streams if s.canary],
-            "recent_nacks": [
-                n for n in xds["recent_nacks"] if not n["node_id"].startswith(CANARY_NODE_PREFIX)
-            ],
+            "canary": canary,
+            "recent_nacks": [n for n in xds["recent_nacks"] if n["group"] != CANARY_GROUP],
         }
 
-    # -- lifecycle -----------------------------------------------------------------------
+    # -- lifecycle (the service shell calls these) ----------------------------------------
+    def configure(self, service: Service) -> None:
+        s = self.settings
+        s.check()
+        tls = s.xds_tls()
+        self.tls = tls is not None
+        self.servicer = AdsServicer(self.cache, self.registry, s.nack_retry, DEFAULT_GROUP)
+        add_to_server(service.server, self.servicer)
+        self.xds_port = add_port(service.server, s.xds_address, tls)
+        if s.validator == "canary":
+            socket_path = self._private_socket()
+            server = service.add_server(XDS_GRPC_OPTIONS)
+            self.canary_servicer = AdsServicer(
+                self.cache, self.registry, s.nack_retry, CANARY_GROUP
+            )
+            add_to_server(server, self.canary_servicer)
+            add_port(server, f"unix:{socket_path}")
+            os.chmod(socket_path, 0o600)
+            self.canary = CanaryValidator(self.cache, self.registry, str(socket_path), s.envoy_path)
+        service.admin_app.get("/status")(self.status)
+        self.service = service
+
+    def _private_socket(self) -> Path:
+        """The canary's socket, in a fresh directory only our user can enter (mkdtemp: 0700)."""
+        self.private_dir = Path(tempfile.mkdtemp(prefix="meshgate-xds-"))
+        os.chmod(self.private_dir, 0o700)
+        path = self.private_dir / "canary.sock"
+        if len(str(path)) > _MAX_SOCKET_PATH:
+            raise OSError(
+                f"the canary's socket path {path} is longer than {_MAX_SOCKET_PATH} bytes; "
+                "set TMPDIR to a shorter directory"
+            )
+        return path
+
     async def start(self) -> None:
         s = self.settings
-        self.server = grpc.aio.server(
-            options=[
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                ("grpc.max_send_message_length", 256 * 1024 * 1024),
-            ]
-        )
-        self.servicer = AdsServicer(self.cache, self.registry, s.nack_retry)
-        add_to_server(self.server, self.servicer)
-        self.xds_port = self.server.add_insecure_port(s.xds_address)
-        if self.xds_port == 0:
-            raise OSError(f"cannot listen for xDS on {s.xds_address}")
-        await self.server.start()
-
-        host, port = split_address(s.admin_address)
-        app = make_admin_app("meshgate control plane", self.ready, self.metrics.registry)
-        app.get("/status")(self.status)
-        self.admin = AdminServer(app, host, port)
-        self.admin.start()
-
         validator: Validator | None = None
-        if s.validator == "canary":
-            self.canary = CanaryValidator(self.cache, self.registry, self.xds_port, s.envoy_path)
+        if self.canary is not None:
             self.canary.start()
             validator = self.canary
         elif s.validator == "validate-mode":
             validator = ValidateModeValidator(s.envoy_path)
         self.publisher.validator = validator
+        admin = self.service.admin if self.service is not None else None
         log.info(
             "control plane listening",
             extra={
                 "fields": {
                     "xds": f"{split_address(s.xds_address)[0]}:{self.xds_port}",
-                    "admin": f"{host}:{self.admin.port}",
+                    "xds_tls": "mutual" if self.tls else "off",
+                    "admin": f"{split_address(s.admin_address)[0]}:{admin.port if admin else 0}",
                     "config": s.config,
                     "validator": s.validator,
                 }
@@ -190,7 +254,7 @@ class ControlPlane:
         await self.source.check_once()
         self._tasks.append(asyncio.create_task(self.source.run()))
 
-    async def stop(self, grace: float = 1.0) -> None:
+    async def drain(self) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -198,36 +262,31 @@ class ControlPlane:
                 await task
         if self.canary is not None:
             await asyncio.to_thread(self.canary.stop)
-        if self.server is not None:
-            # ADS streams never end by themselves: close them (Envoys keep their config and
-            # reconnect), then stop the server.
-            if self.servicer is not None:
-                self.servicer.close()
-            await self.server.stop(grace)
-        if self.admin is not None:
-            await self.admin.shutdown()
-        log.info("control plane stopped")
+        # ADS streams never end by themselves: close them (Envoys keep their config and
+        # reconnect), so that the servers' stop does not wait out its grace for them.
+        for servicer in (self.servicer, self.canary_servicer):
+            if servicer is not None:
+                servicer.close()
+
+    async def stop(self) -> None:
+        if self.private_dir is not None:
+            shutil.rmtree(self.private_dir, ignore_errors=True)
+
+
+def make_service(plane: ControlPlane) -> Service:
+    """The service shell for ``plane``; ``await make_service(p).start(p)`` runs a control plane
+    in-process (tests), ``serve`` runs it as the process."""
+    return Service(
+        "meshgate control plane", plane.settings, plane.metrics.registry, XDS_GRPC_OPTIONS
+    )
 
 
 async def serve(settings: Settings) -> int:
     plane = ControlPlane(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await plane.start()
-    except Exception as exc:  # startup failure: one clear line, not a traceback
-        log.error("cannot start control plane", extra={"fields": {"error": str(exc)}})
-        await plane.stop(0)
-        return 1
-    await stop.wait()
-    log.info("shutting down")
-    await plane.stop()
-    return 0
+    return await make_service(plane).run(plane)
 
 
-def parse_args(argv: list[str] | None = None) -> Settings:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m xds_server",
         description="meshgate control plane",
@@ -237,13 +296,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         "--config", required=True, metavar="FILE", help="gateway config file (watched for changes)"
     )
     p.add_argument(
-        "--xds-address", default=DEFAULT_XDS_ADDRESS, metavar="HOST:PORT", help="ADS (gRPC)"
-    )
-    p.add_argument(
-        "--admin-address",
-        default=DEFAULT_ADMIN_ADDRESS,
+        "--xds-address",
+        default=DEFAULT_XDS_ADDRESS,
         metavar="HOST:PORT",
-        help="HTTP for /healthz /readyz /metrics /status",
+        help="ADS (gRPC); beyond loopback only with mutual TLS, or --insecure-xds",
+    )
+    add_common_arguments(
+        p, admin_address=DEFAULT_ADMIN_ADDRESS, what="/healthz /readyz /metrics /status"
     )
     p.add_argument(
         "--validator",
@@ -265,9 +324,6 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         help="how often the config file is checked for changes",
     )
     p.add_argument(
-        "--log-level", default="INFO", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR"
-    )
-    p.add_argument(
         "--nack-retry",
         type=float,
         default=30.0,
@@ -275,20 +331,51 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         help="seconds before an update an Envoy rejected is sent to it again (doubling, "
         "up to 10 min); a fleet Envoy may reject for a reason of its host that goes away",
     )
-    a = p.parse_args(argv)
-    return Settings(
-        a.config,
-        a.xds_address,
-        a.admin_address,
-        a.validator,
-        a.envoy_path,
-        a.poll_interval,
-        a.log_level,
-        a.nack_retry,
+    tls = p.add_argument_group(
+        "mutual TLS on xDS",
+        "all three together; Envoys must then present a client certificate signed by the CA. "
+        "The files are re-read when they change (checked at each new connection).",
     )
+    tls.add_argument("--xds-tls-cert", metavar="FILE", help="server certificate chain (PEM)")
+    tls.add_argument("--xds-tls-key", metavar="FILE", help="server private key (PEM)")
+    tls.add_argument(
+        "--xds-tls-client-ca", metavar="FILE", help="CA certificate(s) that sign Envoys' certs"
+    )
+    p.add_argument(
+        "--insecure-xds",
+        action="store_true",
+        help="allow a non-loopback --xds-address without mutual TLS (not recommended)",
+    )
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> Settings:
+    p = build_parser()
+    a = p.parse_args(argv)
+    settings = Settings(
+        **common_from_args(a),
+        config=a.config,
+        xds_address=a.xds_address,
+        validator=a.validator,
+        envoy_path=a.envoy_path,
+        poll_interval=a.poll_interval,
+        nack_retry=a.nack_retry,
+        xds_tls_cert=a.xds_tls_cert,
+        xds_tls_key=a.xds_tls_key,
+        xds_tls_client_ca=a.xds_tls_client_ca,
+        insecure_xds=a.insecure_xds,
+    )
+    try:
+        settings.check()
+        tls = settings.xds_tls()
+        if tls is not None:
+            tls.load()  # a bad file is a usage error, before anything starts
+    except (ValueError, TlsConfigError) as exc:
+        p.error(str(exc))
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
-    setup_logging("xds_server", settings.log_level)
+    setup_logging("xds_server", settings.log_level, settings.log_format)
     return asyncio.run(serve(settings))

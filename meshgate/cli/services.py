@@ -12,12 +12,14 @@ import contextlib
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from meshgate.cli.control_plane import ControlPlaneProcess, http_get
 from meshgate.cli.up_options import UpOptions
 from meshgate.config import DemoUpstream, GatewayConfig
-from meshgate.proxy.bootstrap import BootstrapParams
+from meshgate.proxy.bootstrap import BootstrapParams, XdsTls
 from meshgate.proxy.envoy_process import WORKDIR_FAMILY, EnvoyProcess
+from meshgate.runtime.pki import default_pki_dir, ensure_local_pki
 from meshgate.runtime.supervisor import Service
 from meshgate.runtime.workdirs import sweep_abandoned
 
@@ -68,9 +70,14 @@ class ControlPlaneService(Service):
     label = "control-plane"
     ready_timeout = 60.0
 
-    def __init__(self, opts: UpOptions, config_path: str) -> None:
+    def __init__(self, opts: UpOptions, config_path: str, tls_args: list[str]) -> None:
         self.process = ControlPlaneProcess(
-            config_path, opts.xds_port, opts.control_admin_port, opts.validator, opts.envoy_path
+            config_path,
+            opts.xds_port,
+            opts.control_admin_port,
+            opts.validator,
+            opts.envoy_path,
+            extra_args=tls_args,
         )
 
     def argv(self) -> list[str]:
@@ -91,13 +98,14 @@ class EnvoyService(Service):
     access_log = True
     ready_timeout = 30.0
 
-    def __init__(self, opts: UpOptions) -> None:
+    def __init__(self, opts: UpOptions, xds_tls: XdsTls | None = None) -> None:
         self.envoy = EnvoyProcess(
             BootstrapParams(
                 node_id=ENVOY_NODE_ID,
                 xds_port=opts.xds_port,
                 admin_port=opts.envoy_admin_port,
                 api_type="DELTA_GRPC" if opts.api_type == "DELTA_GRPC" else "GRPC",
+                xds_tls=xds_tls,
             ),
             envoy_path=opts.envoy_path,
             log_level="warning",
@@ -126,15 +134,35 @@ class EnvoyService(Service):
         sweep_abandoned(WORKDIR_FAMILY)
 
 
-def needed_services(opts: UpOptions, config_path: str, config: GatewayConfig) -> list[Service]:
+def xds_tls_wiring(opts: UpOptions) -> tuple[list[str], XdsTls | None]:
+    """For ``--xds-tls auto``: the control plane's TLS flags and Envoy's side, from a local CA
+    made (or reused) in the PKI directory; nothing for ``off``."""
+    if opts.xds_tls != "auto":
+        return [], None
+    pki = ensure_local_pki(Path(opts.pki_dir) if opts.pki_dir else default_pki_dir())
+    args = [
+        "--xds-tls-cert",
+        str(pki.server_cert),
+        "--xds-tls-key",
+        str(pki.server_key),
+        "--xds-tls-client-ca",
+        str(pki.ca_cert),
+    ]
+    return args, XdsTls(str(pki.client_cert), str(pki.client_key), str(pki.ca_cert), "localhost")
+
+
+def needed_services(
+    opts: UpOptions, config_path: str, config: GatewayConfig, tls_args: list[str]
+) -> list[Service]:
     """The services Envoy calls that this config needs; today always the control plane."""
-    return [ControlPlaneService(opts, config_path)]
+    return [ControlPlaneService(opts, config_path, tls_args)]
 
 
 def stack_services(opts: UpOptions, config_path: str, config: GatewayConfig) -> list[Service]:
     """Every child in start order: upstreams, then the services, then Envoy."""
+    tls_args, envoy_tls = xds_tls_wiring(opts)
     return [
         *(DemoUpstreamService(d) for d in config.demo_upstreams),
-        *needed_services(opts, config_path, config),
-        EnvoyService(opts),
+        *needed_services(opts, config_path, config, tls_args),
+        EnvoyService(opts, envoy_tls),
     ]

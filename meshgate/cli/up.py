@@ -106,7 +106,8 @@ def banner(opts: UpOptions, config_path: str, config: GatewayConfig, text_access
         f"  envoy admin     {admin}/ (loopback only)",
         f"  envoy stats     {admin}/stats/prometheus (Prometheus)",
         f"  control plane   http://127.0.0.1:{opts.control_admin_port}/status  "
-        f"(/healthz /readyz /metrics), xDS on 127.0.0.1:{opts.xds_port}",
+        f"(/healthz /readyz /metrics), xDS on 127.0.0.1:{opts.xds_port}"
+        + (" (mutual TLS)" if opts.xds_tls == "auto" else ""),
         f"  access logs     {'text' if text_access else 'JSON'} on stdout; "
         "children that die are restarted; Ctrl-C stops everything",
         "",
@@ -126,6 +127,7 @@ def banner_fields(opts: UpOptions, config_path: str, config: GatewayConfig) -> d
         "envoy_prometheus": f"{admin}/stats/prometheus",
         "control_plane": f"http://127.0.0.1:{opts.control_admin_port}/status",
         "xds": f"127.0.0.1:{opts.xds_port}",
+        "xds_tls": "mutual" if opts.xds_tls == "auto" else "off",
     }
 
 
@@ -193,6 +195,11 @@ def run_up(opts: UpOptions) -> int:
 
 
 def _supervise(opts: UpOptions, config_path: str, config: GatewayConfig) -> int:
+    try:
+        services = stack_services(opts, config_path, config)
+    except OSError as exc:  # e.g. the --pki-dir of --xds-tls auto cannot be used
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     text_out, text_err = output_modes(opts.log_format, os.isatty(1), os.isatty(2))
     color = "NO_COLOR" not in os.environ
     fmt_out = TextFormatter(color=color and os.isatty(1)) if text_out else None
@@ -206,9 +213,7 @@ def _supervise(opts: UpOptions, config_path: str, config: GatewayConfig) -> int:
     ours.addHandler(handler)
     ours.setLevel(logging.INFO)
     ours.propagate = False
-    supervisor = Supervisor(
-        stack_services(opts, config_path, config), relay, _factory(fmt_out), _factory(fmt_err)
-    )
+    supervisor = Supervisor(services, relay, _factory(fmt_out), _factory(fmt_err))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         supervisor.request_stop()

@@ -24,6 +24,10 @@ class UpOptions:
     api_type: str = "GRPC"
     #: auto: readable text on an output that is a terminal, JSON lines otherwise
     log_format: str = "auto"
+    #: "auto": a local CA and certificates (in ``pki_dir``) for mutual TLS between Envoy and
+    #: the control plane; "off": plaintext xDS, on loopback only.
+    xds_tls: str = "off"
+    pki_dir: str | None = None
 
 
 def default_config_path() -> str:
@@ -84,6 +88,19 @@ def add_up_arguments(p: argparse.ArgumentParser) -> None:
         help="text: readable lines; json: every line as written (access log on stdout, the "
         "rest on stderr); auto: text on an output that is a terminal, else json",
     )
+    p.add_argument(
+        "--xds-tls",
+        choices=["auto", "off"],
+        default=d.xds_tls,
+        help="auto: mutual TLS between Envoy and the control plane with a local CA made in "
+        "--pki-dir; off: plaintext xDS on loopback",
+    )
+    p.add_argument(
+        "--pki-dir",
+        metavar="DIR",
+        help="where --xds-tls auto keeps its CA and certificates (0700; default "
+        "$XDG_STATE_HOME/meshgate/pki, else ~/.local/state/meshgate/pki)",
+    )
 
 
 def up_options(a: argparse.Namespace) -> UpOptions:
@@ -96,4 +113,6 @@ def up_options(a: argparse.Namespace) -> UpOptions:
         validator=a.validator,
         api_type="DELTA_GRPC" if a.delta else "GRPC",
         log_format=a.log_format,
+        xds_tls=a.xds_tls,
+        pki_dir=a.pki_dir,
     )

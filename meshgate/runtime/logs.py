@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Any
 
+from meshgate.runtime import log_text
+
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
@@ -35,9 +37,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def setup_logging(service: str, level: str = "INFO") -> None:
+class TextFormatter(JsonFormatter):
+    """For a terminal: the JSON record rendered as one readable line by
+    :mod:`meshgate.runtime.log_text` (the same rendering ``meshgate up`` uses)."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(service)
+        self._text = log_text.TextFormatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record).encode()
+        return self._text.format(self.service, "log", line).decode(errors="replace").rstrip("\n")
+
+
+def setup_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(service))
+    handler.setFormatter(TextFormatter(service) if fmt == "text" else JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

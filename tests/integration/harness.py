@@ -25,7 +25,7 @@ from meshgate.cli.control_plane import (
     wait_until,
     write_config_file,
 )
-from meshgate.proxy.bootstrap import BootstrapParams
+from meshgate.proxy.bootstrap import BootstrapParams, XdsTls
 from meshgate.proxy.envoy_process import EnvoyProcess, free_port, spawn, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,11 +139,16 @@ class Envoy:
         xds_port: int,
         node_id: str = "envoy-1",
         api_type: Literal["GRPC", "DELTA_GRPC"] = "GRPC",
+        xds_tls: XdsTls | None = None,
     ) -> None:
         self.stdout = tempfile.NamedTemporaryFile(prefix="envoy-", suffix=".out", delete=False)
         self.process = EnvoyProcess(
             BootstrapParams(
-                node_id=node_id, xds_port=xds_port, admin_port=free_port(), api_type=api_type
+                node_id=node_id,
+                xds_port=xds_port,
+                admin_port=free_port(),
+                api_type=api_type,
+                xds_tls=xds_tls,
             ),
             stdout=self.stdout,
             stderr=subprocess.DEVNULL if not os.environ.get("ENVOY_LOGS") else None,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
+import stat
+import tempfile
 from pathlib import Path
+
+import grpc
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .conftest import base_config
 from .harness import ControlPlane, Envoy, Upstreams, wait_until, write_config
@@ -59,6 +65,21 @@ def test_not_ready_until_a_valid_config_then_metrics_follow(
         cp.stop()
 
 
+def _grpc_health(port: int) -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status)
+
+
+def canary_socket(cp: ControlPlane) -> Path:
+    """The Unix socket the canary Envoy reaches the control plane on (from its bootstrap)."""
+    pattern = f"meshgate-envoy-meshgate-canary-{cp.pid}-*/bootstrap.yaml"
+    [bootstrap] = Path(tempfile.gettempdir()).glob(pattern)
+    cluster = yaml.safe_load(bootstrap.read_text())["static_resources"]["clusters"][0]
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    return Path(endpoint["address"]["pipe"]["path"])
+
+
 def test_sigterm_closes_streams_and_exits_cleanly(
     tmp_path: Path, upstreams: Upstreams, listener_port: int
 ) -> None:
@@ -69,11 +90,18 @@ def test_sigterm_closes_streams_and_exits_cleanly(
     envoy = Envoy(cp.xds_port)
     try:
         wait_until(lambda: cp.status()["envoys"], 10, "Envoy connected")
+        # the standard gRPC health service answers on the xDS port
+        assert _grpc_health(cp.xds_port) == health_pb2.HealthCheckResponse.SERVING
+        sock = canary_socket(cp)
+        assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
         assert cp.proc is not None
         cp.proc.send_signal(signal.SIGTERM)
         assert cp.proc.wait(timeout=10) == 0
         logs = cp.logs()
         assert "control plane stopped" in logs and "Traceback" not in logs
+        assert '"forced": false' in logs
+        assert not sock.parent.exists()  # the canary's private directory is removed
         # Envoy noticed the stream end and keeps serving what it has
         wait_until(
             lambda: (

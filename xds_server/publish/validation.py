@@ -3,12 +3,15 @@
 Two validators share one interface:
 
 * :class:`CanaryValidator` (default): a private Envoy, started once, connected to this control
-  plane's own ADS server as node ``meshgate-canary-<pid>``. Each candidate snapshot is served
-  to it first (listeners with ``bind_to_port: false`` so it never competes for real ports); the
-  candidate is accepted when the canary has ACKed every type at the candidate's versions and
-  rejected with Envoy's own error text on the first NACK. Measured here (bench/xds_scale.py,
-  2 cores): 13 ms per change at 100 routes and ~130 ms at 1,000, against 66 ms and ~230 ms for
-  a fresh ``envoy --mode validate`` process (which is slightly faster only at 10,000 routes).
+  plane's ADS over a Unix socket in a directory only this process's user can enter, served by
+  its own gRPC server. Each candidate snapshot is served to it first (listeners with
+  ``bind_to_port: false`` so it never competes for real ports); the candidate is accepted
+  when the canary has ACKed every type at the candidate's versions and rejected with Envoy's
+  own error text on the first NACK. Measured here (bench/xds_scale.py, 2 cores): 13 ms per
+  change at 100 routes and ~130 ms at 1,000, against 66 ms and ~230 ms for a fresh
+  ``envoy --mode validate`` process (which is slightly faster only at 10,000 routes).
+  Only streams that arrived on that private socket (group ``canary``) count: a client on the
+  public xDS port that sends the canary's node id is a fleet node and cannot veto anything.
 * :class:`ValidateModeValidator`: ``envoy --mode validate`` on a static bootstrap holding the
   candidate's resources; slower, but needs no running process. Used when the canary cannot run.
 """
@@ -87,7 +90,7 @@ class CanaryValidator:
         self,
         cache: SnapshotCache,
         registry: StatusRegistry,
-        xds_port: int,
+        xds_socket: str,
         envoy_path: str | None = None,
         timeout: float = 10.0,
     ) -> None:
@@ -99,7 +102,8 @@ class CanaryValidator:
         self.envoy = EnvoyProcess(
             BootstrapParams(
                 node_id=self.node_id,
-                xds_port=xds_port,
+                xds_port=0,
+                xds_pipe=xds_socket,
                 admin_port=free_port(),
                 node_cluster="meshgate-canary",
             ),
@@ -133,7 +137,8 @@ class CanaryValidator:
         self.envoy.start()
 
     def _streams(self) -> list[StreamStatus]:
-        return [s for s in self.registry.streams.values() if s.node_id == self.node_id]
+        # by the server the stream came in on, never by the node id it claims
+        return [s for s in self.registry.streams.values() if s.group == CANARY_GROUP]
 
     def _suspects(self, snap: Snapshot, type_url: str) -> list[str]:
         """Resources of ``type_url`` the canary was sent that differ from what it runs: one
@@ -194,7 +199,7 @@ class CanaryValidator:
             verdict: asyncio.Future[list[str]] = loop.create_future()
 
             def on_event(event: StatusEvent) -> None:
-                if verdict.done() or event.stream.node_id != self.node_id:
+                if verdict.done() or event.stream.group != CANARY_GROUP:
                     return
                 if event.kind == "nack" and event.version == snap.type_version(event.type_url):
                     verdict.set_result([self._rejection(snap, event.type_url, event.error)])

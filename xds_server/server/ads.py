@@ -5,6 +5,11 @@ Both RPCs are thin: each stream gets its own :class:`~xds_server.server.sotw.Sot
 snapshot cache and the status registry. The servicer keeps the live streams only so that
 :meth:`AdsServicer.close` can end them at shutdown; ``server.stop(grace)`` alone would wait
 out the whole grace period, since an ADS stream never finishes on its own.
+
+A servicer serves exactly one snapshot group, fixed when it is created: the control plane puts
+a fleet servicer on the public xDS port and a canary servicer on a private Unix socket, so the
+group (and with it whose ACK/NACK judges a candidate) follows from where a stream arrived. A
+client on the public port is a fleet node whatever node id it sends.
 """
 
 from __future__ import annotations
@@ -19,18 +24,23 @@ from xds_server.server.delta import DeltaStream
 from xds_server.server.sotw import SotwStream
 from xds_server.server.status import StatusRegistry
 from xds_server.server.stream import AdsStream
-from xds_server.snapshot.cache import SnapshotCache
+from xds_server.snapshot.cache import DEFAULT_GROUP, SnapshotCache
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 
 
 class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    """Serves every connected Envoy from ``cache`` and reports to ``registry``."""
+    """Serves every stream on its server from ``cache``'s ``group``; reports to ``registry``."""
 
     def __init__(
-        self, cache: SnapshotCache, registry: StatusRegistry, nack_retry: float = 30.0
+        self,
+        cache: SnapshotCache,
+        registry: StatusRegistry,
+        nack_retry: float = 30.0,
+        group: str = DEFAULT_GROUP,
     ) -> None:
+        self.group = group
         self._nack_retry = nack_retry
         self._cache = cache
         self._registry = registry
@@ -55,7 +65,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
             discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse
         ],
     ) -> None:
-        stream = SotwStream(self._cache, self._registry, context.peer())
+        stream = SotwStream(self._cache, self._registry, context.peer(), self.group)
         stream.planner.retry_base = self._nack_retry
         await self._serve(stream, request_iterator, context)
 
@@ -66,7 +76,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
             discovery_pb2.DeltaDiscoveryRequest, discovery_pb2.DeltaDiscoveryResponse
         ],
     ) -> None:
-        stream = DeltaStream(self._cache, self._registry, context.peer())
+        stream = DeltaStream(self._cache, self._registry, context.peer(), self.group)
         stream.planner.retry_base = self._nack_retry
         await self._serve(stream, request_iterator, context)
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from xds_server.snapshot.cache import CANARY_NODE_PREFIX
+from xds_server.snapshot.cache import CANARY_GROUP
 from xds_server.snapshot.snapshot import ORDER, short_name
 
 EventKind = Literal["opened", "sent", "ack", "nack", "closed"]
@@ -97,6 +97,9 @@ class StreamStatus:
     protocol: str
     peer: str
     connected_at: float
+    #: The snapshot group the stream reads (``default`` fleet, ``canary``), set by the server
+    #: it arrived on.
+    group: str = "default"
     types: dict[str, TypeStatus] = field(default_factory=dict)
     #: Version of the snapshot the control plane offers this Envoy now.
     snapshot: str = ""
@@ -113,7 +116,8 @@ class StreamStatus:
 
     @property
     def canary(self) -> bool:
-        return self.node_id.startswith(CANARY_NODE_PREFIX)
+        """By the server the stream arrived on (the private socket), never by node id."""
+        return self.group == CANARY_GROUP
 
     @property
     def state(self) -> EnvoyState:
@@ -132,6 +136,7 @@ class StreamStatus:
             "cluster": self.cluster,
             "protocol": self.protocol,
             "peer": self.peer,
+            "group": self.group,
             "connected_at": self.connected_at,
             "state": self.state,
             "snapshot": self.snapshot or None,
@@ -180,8 +185,10 @@ class StatusRegistry:
         for listener in list(self._listeners):
             listener(event)
 
-    def opened(self, node_id: str, cluster: str, protocol: str, peer: str) -> StreamStatus:
-        st = StreamStatus(next(self._ids), node_id, cluster, protocol, peer, self._clock())
+    def opened(
+        self, node_id: str, cluster: str, protocol: str, peer: str, group: str = "default"
+    ) -> StreamStatus:
+        st = StreamStatus(next(self._ids), node_id, cluster, protocol, peer, self._clock(), group)
         self.streams[st.stream_id] = st
         self._emit(StatusEvent("opened", st))
         return st
@@ -220,27 +227,32 @@ class StatusRegistry:
         same = ts.nack_version == version and ts.nack_error == error
         ts.nack_count = ts.nack_count + 1 if same else 1
         ts.nack_version, ts.nack_error, ts.nacked_at = version, error, now
-        self._remember_nack(st.node_id, short_name(type_url), version, error, now)
+        self._remember_nack(st, short_name(type_url), version, error, now)
         self._emit(StatusEvent("nack", st, type_url, version, error))
 
     def _remember_nack(
-        self, node_id: str, type_: str, version: str, error: str, now: float
+        self, st: StreamStatus, type_: str, version: str, error: str, now: float
     ) -> None:
+        key = (st.node_id, st.group, type_, version, error)
         for i, entry in enumerate(self.recent_nacks):
-            if (entry["node_id"], entry["type"], entry["version"], entry["error"]) == (
-                node_id,
-                type_,
-                version,
-                error,
-            ):
+            if (
+                entry["node_id"],
+                entry["group"],
+                entry["type"],
+                entry["version"],
+                entry["error"],
+            ) == key:
                 del self.recent_nacks[i]
                 entry["count"] += 1
                 entry["at"] = now
+                entry["peer"] = st.peer
                 self.recent_nacks.append(entry)
                 return
         self.recent_nacks.append(
             {
-                "node_id": node_id,
+                "node_id": st.node_id,
+                "group": st.group,
+                "peer": st.peer,
                 "type": type_,
                 "version": version,
                 "error": error,

@@ -20,7 +20,7 @@ from envoy.config.core.v3 import base_pb2
 
 from xds_server.server.planner import Planner, Step, TypeTrack
 from xds_server.server.status import StatusRegistry, StreamStatus
-from xds_server.snapshot.cache import CANARY_GROUP, SnapshotCache
+from xds_server.snapshot.cache import CANARY_GROUP, CANARY_NODE_PREFIX, SnapshotCache
 from xds_server.snapshot.snapshot import WILDCARD_TYPES, Snapshot, short_name
 
 log = logging.getLogger("meshgate.xds")
@@ -40,14 +40,18 @@ class AdsStream(ABC, Generic[ReqT, RespT]):
 
     protocol: ClassVar[str]
 
-    def __init__(self, cache: SnapshotCache, registry: StatusRegistry, peer: str) -> None:
+    def __init__(
+        self, cache: SnapshotCache, registry: StatusRegistry, peer: str, group: str
+    ) -> None:
         self._cache = cache
         self._registry = registry
         self._peer = peer
         self._queue: asyncio.Queue[ReqT | _Signal] = asyncio.Queue()
         self.planner = Planner(self.removable)
+        self.planner.retry_rejected = group != CANARY_GROUP
         self.status: StreamStatus | None = None
-        self.group = ""
+        #: Fixed by the server the stream arrived on, never by the client's node id.
+        self.group = group
         self.node_id = ""
 
     # -- protocol hooks -------------------------------------------------------------------
@@ -127,10 +131,16 @@ class AdsStream(ABC, Generic[ReqT, RespT]):
             log.warning("xds stream without node on its first request; using an empty node")
             node = base_pb2.Node()
         self.node_id = node.id
-        self.group = self._cache.group_of(node)
-        self.planner.retry_rejected = self.group != CANARY_GROUP
-        self.status = self._registry.opened(node.id, node.cluster, self.protocol, self._peer)
+        self.status = self._registry.opened(
+            node.id, node.cluster, self.protocol, self._peer, self.group
+        )
         log.info("xds stream opened", extra={"fields": self._fields()})
+        if self.group != CANARY_GROUP and node.id.startswith(CANARY_NODE_PREFIX):
+            log.warning(
+                "a fleet client uses the canary's node-id prefix; it is served and judged as an "
+                "ordinary fleet Envoy (the canary talks over a private socket only)",
+                extra={"fields": self._fields()},
+            )
 
     def _pump(self) -> list[RespT]:
         snap = self._cache.get_snapshot(self.group) if self.status is not None else None

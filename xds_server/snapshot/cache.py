@@ -2,39 +2,33 @@
 
 Producers (the config watcher, the canary validator) call :meth:`SnapshotCache.set_snapshot`;
 protocol servers call :meth:`SnapshotCache.wait_for_snapshot` and know nothing of how snapshots
-are built (the go-control-plane split). Nodes are mapped to a *group*: the whole fleet shares
+are built (the go-control-plane split). Streams read one *group*: the whole fleet shares
 ``DEFAULT_GROUP`` while the private canary Envoy gets candidate snapshots in ``CANARY_GROUP``.
+
+Which group a stream reads is decided by the server it arrived on (the public xDS port serves
+the fleet, a private Unix socket serves the canary), never by anything the client says about
+itself: a node id is a claim, and a client on the public port that claims to be the canary
+must not be able to judge candidates (see :class:`~xds_server.server.ads.AdsServicer`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-
-from envoy.config.core.v3 import base_pb2
 
 from xds_server.snapshot.snapshot import Snapshot
 
 DEFAULT_GROUP = "default"
 CANARY_GROUP = "canary"
+#: The canary's node id starts with this; it names the canary in logs, and nothing more.
 CANARY_NODE_PREFIX = "meshgate-canary"
-
-
-def default_group_of(node: base_pb2.Node) -> str:
-    """Canary Envoys (node id ``meshgate-canary*``) validate; everyone else is the fleet."""
-    return CANARY_GROUP if node.id.startswith(CANARY_NODE_PREFIX) else DEFAULT_GROUP
 
 
 class SnapshotCache:
     """Current snapshot per group, with change notification for waiting streams."""
 
-    def __init__(self, group_of: Callable[[base_pb2.Node], str] = default_group_of) -> None:
-        self._group_of = group_of
+    def __init__(self) -> None:
         self._snapshots: dict[str, Snapshot] = {}
         self._changed: dict[str, asyncio.Event] = {}
-
-    def group_of(self, node: base_pb2.Node) -> str:
-        return self._group_of(node)
 
     def get_snapshot(self, group: str) -> Snapshot | None:
         return self._snapshots.get(group)

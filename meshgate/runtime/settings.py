@@ -1,0 +1,90 @@
+"""Typed settings every meshgate service shares, and the flags that set them.
+
+Each service's settings are a ``kw_only`` dataclass deriving from :class:`ServiceSettings`, so
+a service adds its own required fields (``config``) after the common ones with defaults, and
+mypy sees every field. ``add_common_arguments`` / ``common_from_args`` keep the common flags
+spelled the same way in every service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Literal
+
+LogFormat = Literal["json", "text"]
+
+
+@dataclass(kw_only=True)
+class ServiceSettings:
+    #: HTTP HOST:PORT for /healthz /readyz /metrics (and a service's extras).
+    admin_address: str = "127.0.0.1:0"
+    log_level: str = "INFO"
+    log_format: LogFormat = "json"
+    #: Seconds between reporting NOT_SERVING and refusing new calls, so that load balancers
+    #: watching health stop sending before the door closes (0: close at once).
+    drain_delay: float = 0.0
+    #: Seconds in-flight calls get to finish once new calls are refused; then they are cancelled.
+    drain_grace: float = 5.0
+
+
+def add_common_arguments(
+    parser: argparse.ArgumentParser, *, admin_address: str, what: str = "/healthz /readyz /metrics"
+) -> None:
+    parser.add_argument(
+        "--admin-address", default=admin_address, metavar="HOST:PORT", help=f"HTTP for {what}"
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        default="json",
+        help="json: one object per line, for collectors; text: for a terminal",
+    )
+    parser.add_argument(
+        "--drain-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="on SIGTERM, seconds to report NOT_SERVING before refusing new calls",
+    )
+    parser.add_argument(
+        "--drain-grace",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="on SIGTERM, seconds in-flight calls get to finish (a second signal: at once)",
+    )
+
+
+def common_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The common fields of a parsed command line, as keyword arguments for a settings class."""
+    return {
+        "admin_address": args.admin_address,
+        "log_level": args.log_level,
+        "log_format": args.log_format,
+        "drain_delay": args.drain_delay,
+        "drain_grace": args.drain_grace,
+    }
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) -> (host, port); a precise error otherwise."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Only what provably stays on this machine counts: 127.0.0.0/8, ::1 and ``localhost``.
+    Any other name may resolve anywhere, and 0.0.0.0 / :: mean every interface."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

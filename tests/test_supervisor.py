@@ -15,7 +15,7 @@ import pytest
 from meshgate.cli.control_plane import wait_until
 from meshgate.runtime.log_relay import LogRelay, Sink
 from meshgate.runtime.restart_policy import RestartPolicy
-from meshgate.runtime.supervisor import Service, StopRequested, SupervisionFailed, Supervisor
+from meshgate.runtime.supervisor import Child, StopRequested, SupervisionFailed, Supervisor
 
 # Sleeps until SIGTERM, then notes its name in a file (to check the stop order) and exits;
 # ready once the file <notes>.<name> exists.
@@ -33,7 +33,7 @@ while True:
 """
 
 
-class Program(Service):
+class Program(Child):
     def __init__(self, name: str, code: str, *args: str, ready: bool = True) -> None:
         self.name = self.label = name
         self.code = code
@@ -59,7 +59,7 @@ class Driven:
     """A supervisor run in a thread that lives as long as its children (the parent-death
     signal is tied to the spawning thread), as ``meshgate up``'s main thread does."""
 
-    def __init__(self, services: list[Service], policy: RestartPolicy, tmp: Path) -> None:
+    def __init__(self, services: list[Child], policy: RestartPolicy, tmp: Path) -> None:
         self.out = (tmp / "out.log").open("wb")
         self.relay = LogRelay(Sink(self.out.fileno()), Sink(self.out.fileno()))
         self.sup = Supervisor(services, self.relay, policy=policy, poll_interval=0.02)

@@ -1,6 +1,6 @@
 """The children of ``meshgate up``, and which of them a config needs.
 
-Every child is a :class:`~meshgate.runtime.supervisor.Service`, so all of them get the same
+Every child is a :class:`~meshgate.runtime.supervisor.Child`, so all of them get the same
 lifecycle: started in order and ready before the next, restarted with backoff when they die,
 stopped in reverse order. A coming per-request service (ext_authz, rate limit, ext_proc) is
 one more class here and one more line in :func:`needed_services`.
@@ -20,7 +20,7 @@ from meshgate.config import DemoUpstream, GatewayConfig
 from meshgate.proxy.bootstrap import BootstrapParams, XdsTls
 from meshgate.proxy.envoy_process import WORKDIR_FAMILY, EnvoyProcess
 from meshgate.runtime.pki import default_pki_dir, ensure_local_pki
-from meshgate.runtime.supervisor import Service
+from meshgate.runtime.supervisor import Child
 from meshgate.runtime.workdirs import sweep_abandoned
 
 ENVOY_NODE_ID = "meshgate-local"
@@ -32,7 +32,7 @@ def _answers(url: str) -> bool:
     return False
 
 
-class DemoUpstreamService(Service):
+class DemoUpstreamService(Child):
     """One demo echo upstream (``meshgate.cli.demo_upstream``); ready when it accepts."""
 
     def __init__(self, demo: DemoUpstream) -> None:
@@ -63,7 +63,7 @@ class DemoUpstreamService(Service):
             return s.connect_ex((host, self.demo.port)) == 0
 
 
-class ControlPlaneService(Service):
+class ControlPlaneService(Child):
     """``python -m xds_server`` on loopback; ready when it has published a config."""
 
     name = "control plane"
@@ -87,7 +87,7 @@ class ControlPlaneService(Service):
         return _answers(f"{self.process.admin_url}/readyz")
 
 
-class EnvoyService(Service):
+class EnvoyService(Child):
     """The gateway's Envoy; its stdout is the access log, its own lines are JSON on stderr.
 
     One bootstrap directory serves every restart: a restarted Envoy connects to the control
@@ -153,12 +153,12 @@ def xds_tls_wiring(opts: UpOptions) -> tuple[list[str], XdsTls | None]:
 
 def needed_services(
     opts: UpOptions, config_path: str, config: GatewayConfig, tls_args: list[str]
-) -> list[Service]:
+) -> list[Child]:
     """The services Envoy calls that this config needs; today always the control plane."""
     return [ControlPlaneService(opts, config_path, tls_args)]
 
 
-def stack_services(opts: UpOptions, config_path: str, config: GatewayConfig) -> list[Service]:
+def stack_services(opts: UpOptions, config_path: str, config: GatewayConfig) -> list[Child]:
     """Every child in start order: upstreams, then the services, then Envoy."""
     tls_args, envoy_tls = xds_tls_wiring(opts)
     return [

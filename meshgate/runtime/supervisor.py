@@ -42,7 +42,7 @@ from meshgate.runtime.restart_policy import (
 log = logging.getLogger("meshgate.supervisor")
 
 
-class Service:
+class Child:
     """One kind of child: how to start it, when it is ready, how to ask it to stop."""
 
     #: in messages ("control plane exited ...")
@@ -94,8 +94,8 @@ FormatFactory = Callable[[str, str], LineFormat | None]
 
 
 @dataclass
-class _Child:
-    service: Service
+class _Running:
+    service: Child
     history: CrashHistory
     proc: subprocess.Popen[bytes] | None = None
     logs: ChildLogs | None = None
@@ -107,7 +107,7 @@ class _Child:
 class Supervisor:
     def __init__(
         self,
-        services: Sequence[Service],
+        services: Sequence[Child],
         relay: LogRelay,
         stdout_format: FormatFactory | None = None,
         stderr_format: FormatFactory | None = None,
@@ -127,7 +127,7 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self.children = [_Child(s, CrashHistory(policy)) for s in services]
+        self.children = [_Running(s, CrashHistory(policy)) for s in services]
 
     # -- control --------------------------------------------------------------------------
 
@@ -219,7 +219,7 @@ class Supervisor:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _spawn(self, child: _Child) -> None:
+    def _spawn(self, child: _Running) -> None:
         svc = child.service
         kind = "access" if svc.access_log else "log"
         out_fmt = self._stdout_format(svc.label, kind) if self._stdout_format else None
@@ -233,7 +233,7 @@ class Supervisor:
         child.started_at = self._clock()
         child.ready = False
 
-    def _check(self, child: _Child, now: float) -> None:
+    def _check(self, child: _Running, now: float) -> None:
         svc = child.service
         if child.restart_at is not None:
             if now >= child.restart_at:
@@ -266,7 +266,7 @@ class Supervisor:
             )
         self._schedule(child, decision, code)
 
-    def _schedule(self, child: _Child, decision: Restart, code: int) -> None:
+    def _schedule(self, child: _Running, decision: Restart, code: int) -> None:
         svc = child.service
         child.restart_at = self._clock() + decision.delay
         log.warning(
@@ -281,7 +281,7 @@ class Supervisor:
             },
         )
 
-    def _tail(self, child: _Child) -> list[str]:
+    def _tail(self, child: _Running) -> list[str]:
         """The last lines of the child's stderr, for a message about its death."""
         if child.logs is None:
             return []

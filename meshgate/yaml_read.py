@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from meshgate.problems import MAX_PROBLEMS, ConfigError, Problem
-from meshgate.redact import excerpt, hide_values, show
+from meshgate.redact import escape, excerpt, hide_values, show
 from meshgate.yaml_bounds import DEFAULT_LIMITS, YamlLimits, check_events
 
 Loc = tuple[str | int, ...]
@@ -152,7 +152,27 @@ def duplicate_keys(root: yaml.Node | None) -> tuple[list[tuple[Loc, yaml.Node]],
     return found, count
 
 
-def yaml_error(exc: yaml.YAMLError, source: str) -> ConfigError:
+def _reader_error(exc: yaml.reader.ReaderError, source: str, text: str) -> ConfigError:
+    """A character YAML does not allow anywhere (NUL, DEL, other control characters).
+
+    PyYAML counts the position in characters, libyaml in UTF-8 bytes.
+    """
+    pos = exc.position
+    if exc.encoding != "unicode":
+        pos = len(text.encode("utf-8")[:pos].decode("utf-8", errors="ignore"))
+    line = text.count("\n", 0, pos) + 1
+    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    char = exc.character if isinstance(exc.character, int) else 0
+    message = (
+        f"invalid YAML: the character '{escape(chr(char))}' (U+{char:04X}) is not allowed in a "
+        "YAML file; write it as an escape in a double-quoted string"
+    )
+    return ConfigError([Problem(source, "", message, line, col)])
+
+
+def yaml_error(exc: yaml.YAMLError, source: str, text: str = "") -> ConfigError:
+    if isinstance(exc, yaml.reader.ReaderError):
+        return _reader_error(exc, source, text)
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
@@ -178,8 +198,8 @@ def check_bounds(text: str, source: str, limits: YamlLimits = DEFAULT_LIMITS) ->
             try:
                 check_events(yaml.parse(text, Loader=yaml.SafeLoader), source, limits)
             except yaml.YAMLError as exc:
-                raise yaml_error(exc, source) from None
-        raise yaml_error(fast_exc, source) from None
+                raise yaml_error(exc, source, text) from None
+        raise yaml_error(fast_exc, source, text) from None
 
 
 def read_yaml(text: str, source: str, limits: YamlLimits = DEFAULT_LIMITS) -> Any:
@@ -201,5 +221,5 @@ def read_yaml(text: str, source: str, limits: YamlLimits = DEFAULT_LIMITS) -> An
             try:
                 yaml.load(text, Loader=_CheckedLoader)
             except yaml.YAMLError as exc:
-                raise yaml_error(exc, source) from None
-        raise yaml_error(fast_exc, source) from None
+                raise yaml_error(exc, source, text) from None
+        raise yaml_error(fast_exc, source, text) from None

@@ -69,6 +69,16 @@ def more_problems(omitted: int) -> str:
     return f"... and {omitted} more problem{'s' if omitted != 1 else ''}"
 
 
+def bounded(problems: Sequence[Problem]) -> list[Problem]:
+    """At most :data:`MAX_PROBLEMS` problems and a closing "... and N more problems" line.
+
+    A list that is already cut that way (``ConfigError.report()``) passes unchanged.
+    """
+    if len(problems) <= MAX_PROBLEMS + 1:
+        return list(problems)
+    return ConfigError(problems).report()
+
+
 class ConfigError(Exception):
     """The config cannot be used; ``problems`` lists the reasons found.
 

@@ -19,6 +19,7 @@ from meshgate.loader import ConfigError, YamlLimits, parse_config, print_problem
 from meshgate.problems import MAX_PROBLEMS
 from meshgate.yaml_bounds import check_events
 from meshgate.yaml_read import read_yaml
+from xds_server.app import ControlPlane, Settings
 
 ROOT = Path(__file__).parent.parent
 
@@ -212,3 +213,28 @@ def test_huge_integer_is_a_located_problem() -> None:
         "t.yaml:1:4: invalid YAML: cannot read '999999999999999999999999…' (5000 chars) here: "
         "an integer of more than 4300 digits"
     )
+
+
+async def test_control_plane_status_gets_the_bounded_list(tmp_path: Path) -> None:
+    """The running gateway: the alias bomb is one problem, 250 duplicate keys are 100 and
+    the count of the rest, in /status as in validate."""
+    path = tmp_path / "gateway.yaml"
+    plane = ControlPlane(Settings(str(path), validator="none"))
+    path.write_text(alias_bomb(9), encoding="utf-8")
+    await plane.source.check_once()
+    [error] = plane.status()["config"]["errors"]
+    assert error["message"].startswith("aliases expand to more than 100000 nodes")
+    assert (error["line"], error["column"]) == (5, 32)
+
+    path.write_text("".join(f"k{i}: 1\nk{i}: 2\n" for i in range(250)), encoding="utf-8")
+    await plane.source.check_once()
+    errors = plane.status()["config"]["errors"]
+    assert len(errors) == MAX_PROBLEMS + 1
+    assert errors[-1] == {
+        "file": str(path),
+        "line": None,
+        "column": None,
+        "path": "",
+        "message": "... and 150 more problems",
+        "origin": None,
+    }

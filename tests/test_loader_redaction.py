@@ -175,7 +175,8 @@ def test_publisher_reject_redacts_and_bounds_what_status_shows() -> None:
     ] * 150
     publisher.reject(problems, "abc")
     errors = publisher.state.errors
-    assert len(errors) == 100
+    assert len(errors) == 101
+    assert errors[-1]["message"] == "... and 50 more problems"
     assert "SUPERSECRET" not in json.dumps(errors)
     assert errors[0]["message"] == "Envoy rejected the config: regex 'Bearer <redacted>' ..."
 

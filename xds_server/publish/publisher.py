@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from meshgate.problems import MAX_PROBLEMS, Problem
+from meshgate.problems import Problem, bounded
 from meshgate.redact import redact_text
 from xds_server.metrics import XdsMetrics
 from xds_server.publish.validation import Validator
@@ -88,7 +88,7 @@ class Publisher:
 
     def reject(self, problems: Sequence[Problem], digest: str) -> None:
         """Record why a candidate cannot be used; the serving snapshot is untouched."""
-        problems = [replace(p, message=redact_text(p.message)) for p in problems[:MAX_PROBLEMS]]
+        problems = [replace(p, message=redact_text(p.message)) for p in bounded(problems)]
         self.state.errors = [p.as_dict() for p in problems]
         self.state.rejected_digest = digest
         self.state.rejected_at = self.clock()

@@ -31,6 +31,7 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "LoadedConfig",
+    "Loc",
     "Problem",
     "YamlLimits",
     "format_loc",

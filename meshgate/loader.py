@@ -1,7 +1,8 @@
 """Read a config file and say precisely what is wrong with it: file, line, path, reason.
 
 Problems are collected (YAML syntax, duplicate keys, schema, cross-references) so an operator
-fixes a file in one pass. Locations come from PyYAML's node tree, so an error in
+fixes a file in one pass. Locations come from the YAML parser's marks (one streaming pass,
+:mod:`meshgate.yaml_locate`, only when something is wrong), so an error in
 ``listeners[0].virtual_hosts[0].routes[3].service`` also says which line of the file that is.
 
 Nothing here trusts the file: reading is bounded (:mod:`meshgate.files`), so is the YAML
@@ -25,7 +26,8 @@ from meshgate.files import DEFAULT_MAX_CONFIG_BYTES, read_config_text
 from meshgate.problems import MAX_PROBLEMS, ConfigError, ConfigProblem, Problem, more_problems
 from meshgate.redact import hide_values, is_sensitive_name, show
 from meshgate.yaml_bounds import DEFAULT_LIMITS, YamlLimits
-from meshgate.yaml_read import Loc, compose, format_loc, node_at, problem_at, read_yaml
+from meshgate.yaml_locate import Loc, positions
+from meshgate.yaml_read import format_loc, problem, read_yaml
 
 __all__ = [
     "ConfigError",
@@ -54,12 +56,10 @@ def position(text: str, loc: Loc) -> tuple[int | None, int | None]:
     scalar), for problems found after loading, e.g. by Envoy; ``(None, None)`` if not found.
     Only for text :func:`parse_config` accepted (its bounds hold)."""
     try:
-        node = node_at(compose(text), loc)
+        found = positions(text, [loc]).get(loc)
     except yaml.YAMLError:
         return None, None
-    if node is None:
-        return None, None
-    return node.start_mark.line + 1, node.start_mark.column + 1
+    return found if found is not None else (None, None)
 
 
 #: Pydantic error types whose message is ours (it already names the value) or needs no value.
@@ -142,13 +142,20 @@ def _clean_loc(loc: Loc, kind: str) -> Loc:
 def _schema_error(exc: ValidationError, data: Any, text: str, source: str) -> ConfigError:
     """The first :data:`MAX_PROBLEMS` schema errors, located and worded; the rest counted."""
     errors = exc.errors(include_url=False)
-    root = compose(text)
-    problems = []
-    for err in errors[:MAX_PROBLEMS]:
-        loc = _clean_loc(tuple(err["loc"]), err["type"])
-        message = _clean_message(dict(err), sensitive_location(data, loc))
-        problems.append(problem_at(source, root, loc, message))
-    return ConfigError(problems, omitted=len(errors) - len(problems))
+    first = [
+        (loc, _clean_message(dict(err), sensitive_location(data, loc)))
+        for err in errors[:MAX_PROBLEMS]
+        for loc in [_clean_loc(tuple(err["loc"]), err["type"])]
+    ]
+    return _located(source, text, first, omitted=len(errors) - len(first))
+
+
+def _located(source: str, text: str, found: list[tuple[Loc, str]], omitted: int = 0) -> ConfigError:
+    """Problems at their lines: one streaming pass over the text finds them all."""
+    where = positions(text, [loc for loc, _ in found])
+    return ConfigError(
+        [problem(source, loc, message, where.get(loc)) for loc, message in found], omitted
+    )
 
 
 def parse_config(
@@ -160,19 +167,15 @@ def parse_config(
         raise ConfigError([ConfigProblem(source, "", "the file is empty")])
     if not isinstance(data, dict):
         message = f"expected a mapping at the top, got {type(data).__name__}"
-        raise ConfigError([problem_at(source, compose(text), (), message)])
+        raise _located(source, text, [((), message)])
     try:
         config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
         raise _schema_error(exc, data, text, source) from None
     refs = reference_errors(config)
     if refs:
-        root = compose(text)
         first = refs[:MAX_PROBLEMS]
-        raise ConfigError(
-            [problem_at(source, root, loc, msg) for loc, msg in first],
-            omitted=len(refs) - len(first),
-        )
+        raise _located(source, text, list(first), omitted=len(refs) - len(first))
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     return LoadedConfig(config, source, digest)
 
@@ -190,7 +193,7 @@ def print_problems(exc: ConfigError, file: TextIO | None = None) -> None:
     """One ``error: file:line:col: path: message`` line per problem (stderr by default),
     then ``... and N more problems`` when the list was cut."""
     out = file if file is not None else sys.stderr
-    for problem in exc.problems:
-        print(f"error: {problem}", file=out)
+    for found in exc.problems:
+        print(f"error: {found}", file=out)
     if exc.omitted:
         print(more_problems(exc.omitted), file=out)

@@ -119,7 +119,10 @@ def show(value: object, *, sensitive: bool = False, limit: int = EXCERPT_CHARS) 
     if value is None:
         return "null"
     if isinstance(value, int | float):
-        text = str(value) if not isinstance(value, int) or value.bit_length() < 4000 else "…"
+        try:
+            text = str(value)
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            return "a very large integer"
         if sensitive:
             return redacted(text)
         return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} digits)"

@@ -18,11 +18,10 @@ from typing import Any
 
 import yaml
 
-from meshgate.problems import MAX_PROBLEMS, ConfigError, Problem
+from meshgate.problems import ConfigError, Problem
 from meshgate.redact import escape, excerpt, hide_values, show
 from meshgate.yaml_bounds import DEFAULT_LIMITS, YamlLimits, check_events
-
-Loc = tuple[str | int, ...]
+from meshgate.yaml_locate import Loc, Position, duplicate_keys
 
 #: Largest text re-read by PyYAML's pure-Python parser to word a syntax error (it reads about
 #: 0.5 MB/s); for larger files libyaml's own message, as precise but terser, is used.
@@ -39,39 +38,14 @@ def format_loc(loc: Loc) -> str:
     return out
 
 
-def node_at(root: yaml.Node | None, loc: Loc) -> yaml.Node | None:
-    """The deepest YAML node along ``loc`` (the key node for a missing/extra mapping key)."""
-    node = root
-    last = len(loc) - 1
-    for i, part in enumerate(loc):
-        if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
-            if match is None:
-                return node
-            key, value = match
-            node = value if i != last or isinstance(value, yaml.CollectionNode) else key
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                return node
-            node = node.value[part]
-        else:
-            return node
-    return node
-
-
-def problem_at(
-    source: str, root: yaml.Node | None, loc: Loc, message: str, node: yaml.Node | None = None
-) -> Problem:
-    """A problem located at ``node``, or else at the node that ``loc`` leads to."""
-    node = node if node is not None else node_at(root, loc)
-    line = col = None
-    if node is not None:
-        line, col = node.start_mark.line + 1, node.start_mark.column + 1
+def problem(source: str, loc: Loc, message: str, pos: Position | None) -> Problem:
+    """A problem at ``loc``, with its line and column when known."""
+    line, col = pos if pos is not None else (None, None)
     return Problem(source, format_loc(loc), message, line, col)
 
 
 class _DuplicateKeyError(Exception):
-    """Raised by the fast loader; the precise report comes from the node tree."""
+    """Raised by the fast loader; the precise report comes from :mod:`meshgate.yaml_locate`."""
 
 
 _FastBase: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -108,48 +82,6 @@ class _FastLoader(_LocatedValues, _FastBase):  # type: ignore[misc, valid-type]
         if len(keys) != len(set(keys)):
             raise _DuplicateKeyError
         return super().construct_mapping(node, deep=deep)
-
-
-def compose(text: str) -> yaml.Node | None:
-    """The node tree, for line numbers; only built when a problem must be located (and only
-    for text that passed :func:`read_yaml`'s bounds)."""
-    return yaml.compose(text, Loader=_FastBase)
-
-
-def duplicate_keys(root: yaml.Node | None) -> tuple[list[tuple[Loc, yaml.Node]], int]:
-    """The first :data:`MAX_PROBLEMS` duplicate keys (path, key node) and how many there are.
-
-    Each collection node is visited once, at the first path that reaches it: a duplicate
-    inside an aliased mapping is one mistake at one place in the file, however often it is
-    aliased (the alias bomb of issue 6 printed it 597,871 times).
-    """
-    found: list[tuple[Loc, yaml.Node]] = []
-    count = 0
-    visited: set[int] = set()
-
-    def walk(node: yaml.Node, loc: Loc) -> None:
-        nonlocal count
-        if id(node) in visited:
-            return
-        visited.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            seen: set[str] = set()
-            for key, value in node.value:
-                if not isinstance(key, yaml.ScalarNode):
-                    continue
-                if key.value in seen:
-                    count += 1
-                    if len(found) < MAX_PROBLEMS:
-                        found.append(((*loc, key.value), key))
-                seen.add(key.value)
-                walk(value, (*loc, key.value))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, (*loc, i))
-
-    if root is not None:
-        walk(root, ())  # recursion depth is bounded by YamlLimits.max_depth, checked before
-    return found, count
 
 
 def _reader_error(exc: yaml.reader.ReaderError, source: str, text: str) -> ConfigError:
@@ -208,10 +140,10 @@ def read_yaml(text: str, source: str, limits: YamlLimits = DEFAULT_LIMITS) -> An
     try:
         return yaml.load(text, Loader=_FastLoader)  # a SafeLoader subclass
     except _DuplicateKeyError:
-        found, count = duplicate_keys(compose(text))
+        found, count = duplicate_keys(text)
         problems = [
-            problem_at(source, None, loc, "duplicate key (YAML keeps only the last one)", node)
-            for loc, node in found
+            problem(source, loc, "duplicate key (YAML keeps only the last one)", pos)
+            for loc, pos in found
         ]
         raise ConfigError(problems, omitted=count - len(found)) from None
     except yaml.YAMLError as fast_exc:

@@ -18,6 +18,7 @@ import yaml
 from meshgate.loader import ConfigError, YamlLimits, parse_config, print_problems
 from meshgate.problems import MAX_PROBLEMS
 from meshgate.yaml_bounds import check_events
+from meshgate.yaml_locate import duplicate_keys, positions
 from meshgate.yaml_read import read_yaml
 from xds_server.app import ControlPlane, Settings
 
@@ -153,7 +154,9 @@ def test_a_flat_list_of_a_million_scalars_is_refused_while_streaming() -> None:
     """Building it as a node tree would cost ~400 MB; the scan keeps nothing."""
     text = "[" + "a," * 1_000_000 + "a]"
     [message] = problems(text)
-    assert message.endswith("the YAML has more than 1000000 nodes (keys, values and collections)")
+    assert message == (
+        "t.yaml:1:1000000: the YAML has more than 500000 nodes (keys, values and collections)"
+    )
 
 
 def test_duplicate_key_in_an_aliased_mapping_is_reported_once() -> None:
@@ -238,3 +241,35 @@ async def test_control_plane_status_gets_the_bounded_list(tmp_path: Path) -> Non
         "message": "... and 150 more problems",
         "origin": None,
     }
+
+
+def test_positions_come_from_one_streaming_pass() -> None:
+    """Scalars by their key, collections by their first line, a missing path by the deepest
+    part that exists, an alias where it is written; complex keys are skipped."""
+    text = (
+        "a: &x {b: 1}\n"  # 1
+        "? [complex, key]\n"  # 2
+        ": {b: 2}\n"  # 3
+        "c:\n"  # 4
+        "  - 10\n"  # 5
+        "  - {d: 20}\n"  # 6
+        "e: *x\n"  # 7
+    )
+    found = positions(
+        text,
+        [("a", "b"), ("a",), ("c", 1, "d"), ("c", 1), ("c", 5), ("c", 1, "zz"), ("e",), ()],
+    )
+    assert found == {
+        ("a", "b"): (1, 8),
+        ("a",): (1, 4),
+        ("c", 1, "d"): (6, 6),
+        ("c", 1): (6, 5),
+        ("c", 5): (5, 3),  # no item 5: the list
+        ("c", 1, "zz"): (6, 5),  # no key zz: the mapping
+        ("e",): (7, 1),
+        (): (1, 1),
+    }
+    assert duplicate_keys("a: {b: 1, b: 2}\nc: [{d: 1, d: 2, d: 3}]\n") == (
+        [(("a", "b"), (1, 11)), (("c", 0, "d"), (2, 12)), (("c", 0, "d"), (2, 18))],
+        3,
+    )

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from meshgate.problems import ConfigError, Problem
-from meshgate.redact import escape, excerpt, hide_values, show
+from meshgate.redact import escape, excerpt, hide_values, looks_like_credential, redacted, show
 from meshgate.yaml_bounds import DEFAULT_LIMITS, YamlLimits, check_events
 from meshgate.yaml_locate import Loc, Position, duplicate_keys
 
@@ -28,13 +28,24 @@ from meshgate.yaml_locate import Loc, Position, duplicate_keys
 WORDING_MAX_CHARS = 256 * 1024
 
 
+#: Longest key shown in a path; keys are names, but a hostile file may use anything.
+PATH_PART_CHARS = 64
+
+
+def _part(part: str) -> str:
+    """A key as a path shows it: escaped, shortened, and never a credential-shaped text."""
+    if looks_like_credential(part):
+        return redacted(part)
+    return excerpt(part, PATH_PART_CHARS)
+
+
 def format_loc(loc: Loc) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            out += f".{_part(part)}" if out else _part(part)
     return out
 
 

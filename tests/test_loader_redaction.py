@@ -66,6 +66,11 @@ LEAKY_CONFIGS = {
     + "            service: web\n"
     + SERVICES,
     "secret-named unknown field": HEAD + ROUTE + SERVICES + f"client_secret: {SECRET}\n",
+    "a credential written as a key": HEAD + ROUTE + SERVICES + f'"Bearer {SECRET}": 1\n',
+    "a credential as a duplicated key": HEAD
+    + ROUTE
+    + SERVICES
+    + f'"Bearer {SECRET}": 1\n"Bearer {SECRET}": 2\n',
     "token as the server header value, with a control character": HEAD.replace(
         "    virtual_hosts:\n",
         f'    server_header: {{mode: replace, value: "token={SECRET}\\n"}}\n    virtual_hosts:\n',

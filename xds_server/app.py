@@ -84,6 +84,7 @@ class Settings(ServiceSettings):
     envoy_path: str | None = None
     poll_interval: float = 0.2
     nack_retry: float = 30.0
+    max_config_bytes: int = DEFAULT_MAX_CONFIG_BYTES
     xds_tls_cert: str | None = None
     xds_tls_key: str | None = None
     xds_tls_client_ca: str | None = None
@@ -107,8 +108,6 @@ class Settings(ServiceSettings):
                 "whole config and pose as an Envoy); give --xds-tls-cert, --xds-tls-key and "
                 "--xds-tls-client-ca, or --insecure-xds to accept this explicitly"
             )
-
-    max_config_bytes: int = DEFAULT_MAX_CONFIG_BYTES
 
 
 def _locator(loaded: LoadedConfig) -> Locator:

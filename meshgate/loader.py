@@ -1,8 +1,13 @@
 """Read a config file and say precisely what is wrong with it: file, line, path, reason.
 
-Every problem is collected (YAML syntax, duplicate keys, schema, cross-references) so an
-operator fixes a file in one pass. Locations come from PyYAML's node tree, so an error in
+Problems are collected (YAML syntax, duplicate keys, schema, cross-references) so an operator
+fixes a file in one pass. Locations come from the YAML parser's marks (one streaming pass,
+:mod:`meshgate.yaml_locate`, only when something is wrong), so an error in
 ``listeners[0].virtual_hosts[0].routes[3].service`` also says which line of the file that is.
+
+Nothing here trusts the file: reading is bounded (:mod:`meshgate.files`), so is the YAML
+(:mod:`meshgate.yaml_bounds`), at most :data:`~meshgate.problems.MAX_PROBLEMS` problems are
+worded, and values quoted in messages go through :mod:`meshgate.redact`.
 """
 
 from __future__ import annotations
@@ -17,20 +22,26 @@ import yaml
 from pydantic import ValidationError
 
 from meshgate.config import GatewayConfig, reference_errors
-from meshgate.problems import ConfigError, ConfigProblem, Problem
+from meshgate.files import DEFAULT_MAX_CONFIG_BYTES, read_config_text
+from meshgate.problems import MAX_PROBLEMS, ConfigError, ConfigProblem, Problem, more_problems
+from meshgate.redact import hide_values, is_sensitive_name, show
+from meshgate.yaml_bounds import DEFAULT_LIMITS, YamlLimits
+from meshgate.yaml_locate import Loc, positions
+from meshgate.yaml_read import format_loc, problem, read_yaml
 
 __all__ = [
     "ConfigError",
     "ConfigProblem",
     "LoadedConfig",
+    "Loc",
     "Problem",
+    "YamlLimits",
     "format_loc",
     "load_config",
     "parse_config",
     "position",
+    "print_problems",
 ]
-
-Loc = tuple[str | int, ...]
 
 
 @dataclass(frozen=True)
@@ -40,79 +51,58 @@ class LoadedConfig:
     digest: str
 
 
-def format_loc(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _node_at(root: yaml.Node | None, loc: Loc) -> yaml.Node | None:
-    """The deepest YAML node along ``loc`` (the key node for a missing/extra mapping key)."""
-    node = root
-    last = len(loc) - 1
-    for i, part in enumerate(loc):
-        if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
-            if match is None:
-                return node
-            key, value = match
-            node = value if i != last or isinstance(value, yaml.CollectionNode) else key
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                return node
-            node = node.value[part]
-        else:
-            return node
-    return node
-
-
 def position(text: str, loc: Loc) -> tuple[int | None, int | None]:
     """Line and column (1-based) of what ``loc`` names in the YAML ``text`` (the key, for a
-    scalar), for problems found after loading, e.g. by Envoy; ``(None, None)`` if not found."""
+    scalar), for problems found after loading, e.g. by Envoy; ``(None, None)`` if not found.
+    Only for text :func:`parse_config` accepted (its bounds hold)."""
     try:
-        node = _node_at(_compose(text), loc)
+        found = positions(text, [loc]).get(loc)
     except yaml.YAMLError:
         return None, None
-    if node is None:
-        return None, None
-    return node.start_mark.line + 1, node.start_mark.column + 1
-
-
-def _duplicate_keys(node: yaml.Node | None, loc: Loc = ()) -> list[tuple[Loc, yaml.Node]]:
-    found: list[tuple[Loc, yaml.Node]] = []
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if key.value in seen:
-                found.append(((*loc, key.value), key))
-            seen.add(key.value)
-            found += _duplicate_keys(value, (*loc, key.value))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            found += _duplicate_keys(item, (*loc, i))
-    return found
-
-
-def _problem(
-    source: str, root: yaml.Node | None, loc: Loc, message: str, node: yaml.Node | None = None
-) -> ConfigProblem:
-    """A problem located at ``node``, or else at the node that ``loc`` leads to."""
-    node = node if node is not None else _node_at(root, loc)
-    line = col = None
-    if node is not None:
-        line, col = node.start_mark.line + 1, node.start_mark.column + 1
-    return ConfigProblem(source, format_loc(loc), message, line, col)
+    return found if found is not None else (None, None)
 
 
 #: Pydantic error types whose message is ours (it already names the value) or needs no value.
 _OWN_MESSAGE_TYPES = frozenset({"value_error", "assertion_error", "missing", "extra_forbidden"})
 
 
-def _clean_message(err: dict[str, Any]) -> str:
+def _value_at(data: Any, loc: Loc) -> Any:
+    """The Python value along ``loc`` (``None`` where the path leaves the data)."""
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+#: Fields whose keys are header names (``set: {Authorization: ...}``).
+_HEADER_MAPS = frozenset({"set", "add", "headers"})
+
+
+def sensitive_location(data: Any, loc: Loc) -> bool:
+    """Whether the value at ``loc`` may be a credential, judged by where it is written.
+
+    By a field name along the path that names a credential (``api_key``, ``client_secret``),
+    by the header a header map sets (``request_headers.set.Authorization``), or by the header
+    a header match tests (``{name: cookie, exact: ...}``).
+    """
+    for i, part in enumerate(loc):
+        if not isinstance(part, str):
+            continue
+        if is_sensitive_name(part, header=i > 0 and loc[i - 1] in _HEADER_MAPS):
+            return True
+        if part == "headers" and i + 1 < len(loc) and isinstance(loc[i + 1], int):
+            match = _value_at(data, loc[: i + 2])
+            name = match.get("name") if isinstance(match, dict) else None
+            if isinstance(name, str) and is_sensitive_name(name, header=True):
+                return True
+    return False
+
+
+def _clean_message(err: dict[str, Any], sensitive: bool) -> str:
     msg = str(err["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
@@ -128,8 +118,10 @@ def _clean_message(err: dict[str, Any]) -> str:
     if kind not in _OWN_MESSAGE_TYPES and isinstance(value, str | int | float | bool):
         # pydantic's own messages ("Input should be less than or equal to 65535") omit what
         # was written; saying it saves a trip back to the file.
-        shown = str(value).lower() if isinstance(value, bool) else repr(value)
-        msg += f" (got {shown})"
+        msg += f" (got {show(value, sensitive=sensitive)})"
+    elif sensitive:
+        # Our validators quote values with show(); in a credential's place none may appear.
+        msg = hide_values(msg, [value])
     return msg
 
 
@@ -147,129 +139,61 @@ def _clean_loc(loc: Loc, kind: str) -> Loc:
     )
 
 
-class _DuplicateKeyError(Exception):
-    """Raised by the fast loader; the precise report comes from the node tree."""
+def _schema_error(exc: ValidationError, data: Any, text: str, source: str) -> ConfigError:
+    """The first :data:`MAX_PROBLEMS` schema errors, located and worded; the rest counted."""
+    errors = exc.errors(include_url=False)
+    first = [
+        (loc, _clean_message(dict(err), sensitive_location(data, loc)))
+        for err in errors[:MAX_PROBLEMS]
+        for loc in [_clean_loc(tuple(err["loc"]), err["type"])]
+    ]
+    return _located(source, text, first, omitted=len(errors) - len(first))
 
 
-_FastBase: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+def _located(source: str, text: str, found: list[tuple[Loc, str]], omitted: int = 0) -> ConfigError:
+    """Problems at their lines: one streaming pass over the text finds them all."""
+    where = positions(text, [loc for loc, _ in found])
+    return ConfigError(
+        [problem(source, loc, message, where.get(loc)) for loc, message in found], omitted
+    )
 
 
-class _LocatedValues:
-    """Values YAML parses but Python cannot build (``2024-13-01`` read as a date, a list as a
-    mapping key) become YAML errors that say where, instead of escaping as ValueError."""
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep=deep)  # type: ignore[misc]
-        except (ValueError, TypeError) as exc:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read {node.value!r} here: {exc}", node.start_mark
-            ) from None
-
-
-class _CheckedLoader(_LocatedValues, yaml.SafeLoader):
-    """PyYAML's pure-Python loader: slower, used to word errors."""
-
-
-class _FastLoader(_LocatedValues, _FastBase):  # type: ignore[misc, valid-type]
-    """libyaml's parser (when installed) plus a duplicate-key check.
-
-    The fast path builds data only: no node tree is kept, since line numbers are needed only
-    when something is wrong. For a 10,000-route file this took the parse from ~10 s (PyYAML's
-    pure-Python parser, twice) to under 1 s.
-    """
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
-        keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
-        if len(keys) != len(set(keys)):
-            raise _DuplicateKeyError
-        return super().construct_mapping(node, deep=deep)
-
-
-def _compose(text: str) -> yaml.Node | None:
-    """The node tree, for line numbers; only built when a problem must be located."""
-    return yaml.compose(text, Loader=_FastBase)
-
-
-def _yaml_error(exc: yaml.YAMLError, source: str) -> ConfigError:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    context = getattr(exc, "context", None)
-    context_mark = getattr(exc, "context_mark", None)
-    if context and context_mark is not None and context_mark is not mark:
-        # The error shows up where the parser gave up; the unclosed '[' or '{' it was
-        # parsing is usually the actual mistake, so say where that began.
-        context += f" started at line {context_mark.line + 1}, column {context_mark.column + 1}"
-    message = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
-    line = mark.line + 1 if mark is not None else None
-    col = mark.column + 1 if mark is not None else None
-    return ConfigError([ConfigProblem(source, "", message, line, col)])
-
-
-def parse_config(text: str, source: str = "<config>") -> LoadedConfig:
-    """Parse and validate config text; raise :class:`ConfigError` with every problem."""
-    try:
-        data = yaml.load(text, Loader=_FastLoader)  # a SafeLoader subclass
-    except _DuplicateKeyError:
-        root = _compose(text)
-        raise ConfigError(
-            [
-                _problem(source, root, loc, "duplicate key (YAML keeps only the last one)", node)
-                for loc, node in _duplicate_keys(root)
-            ]
-        ) from None
-    except yaml.YAMLError as fast_exc:
-        # PyYAML's own parser, for the wording the invalid-config fixtures pin down; where it
-        # accepts what libyaml refused (e.g. a lone surrogate escape), libyaml's reason stands.
-        try:
-            yaml.load(text, Loader=_CheckedLoader)
-        except yaml.YAMLError as exc:
-            raise _yaml_error(exc, source) from None
-        raise _yaml_error(fast_exc, source) from None
+def parse_config(
+    text: str, source: str = "<config>", limits: YamlLimits = DEFAULT_LIMITS
+) -> LoadedConfig:
+    """Parse and validate config text; raise :class:`ConfigError` with its problems."""
+    data = read_yaml(text, source, limits)
     if data is None:
         raise ConfigError([ConfigProblem(source, "", "the file is empty")])
     if not isinstance(data, dict):
-        raise ConfigError(
-            [
-                _problem(
-                    source,
-                    _compose(text),
-                    (),
-                    f"expected a mapping at the top, got {type(data).__name__}",
-                )
-            ]
-        )
+        message = f"expected a mapping at the top, got {type(data).__name__}"
+        raise _located(source, text, [((), message)])
     try:
         config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
-        root = _compose(text)
-        problems = [
-            _problem(source, root, _clean_loc(tuple(e["loc"]), e["type"]), _clean_message(dict(e)))
-            for e in exc.errors()
-        ]
-        raise ConfigError(problems) from None
+        raise _schema_error(exc, data, text, source) from None
     refs = reference_errors(config)
     if refs:
-        root = _compose(text)
-        raise ConfigError([_problem(source, root, loc, msg) for loc, msg in refs])
+        first = refs[:MAX_PROBLEMS]
+        raise _located(source, text, list(first), omitted=len(refs) - len(first))
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     return LoadedConfig(config, source, digest)
 
 
-def load_config(path: str | Path) -> LoadedConfig:
-    """Read and validate a config file."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([ConfigProblem(str(p), "", "file not found")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([ConfigProblem(str(p), "", f"cannot read file: {exc}")]) from None
-    return parse_config(text, str(p))
+def load_config(
+    path: str | Path,
+    max_bytes: int = DEFAULT_MAX_CONFIG_BYTES,
+    limits: YamlLimits = DEFAULT_LIMITS,
+) -> LoadedConfig:
+    """Read (regular files only, at most ``max_bytes``) and validate a config file."""
+    return parse_config(read_config_text(path, max_bytes), str(path), limits)
 
 
 def print_problems(exc: ConfigError, file: TextIO | None = None) -> None:
-    """One ``error: file:line:col: path: message`` line per problem (stderr by default)."""
+    """One ``error: file:line:col: path: message`` line per problem (stderr by default),
+    then ``... and N more problems`` when the list was cut."""
     out = file if file is not None else sys.stderr
-    for problem in exc.problems:
-        print(f"error: {problem}", file=out)
+    for found in exc.problems:
+        print(f"error: {found}", file=out)
+    if exc.omitted:
+        print(more_problems(exc.omitted), file=out)

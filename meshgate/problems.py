@@ -58,9 +58,43 @@ class Problem:
 ConfigProblem = Problem
 
 
-class ConfigError(Exception):
-    """The config cannot be used; ``problems`` lists every reason found."""
+#: At most this many problems are kept and shown for one config; the rest are counted. A
+#: file with an error repeated by YAML aliases once produced 597,871 lines; nobody reads past
+#: the first screen, and the fix for the first few usually fixes the rest.
+MAX_PROBLEMS = 100
 
-    def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
+
+def more_problems(omitted: int) -> str:
+    """The closing line of a cut list."""
+    return f"... and {omitted} more problem{'s' if omitted != 1 else ''}"
+
+
+def bounded(problems: Sequence[Problem]) -> list[Problem]:
+    """At most :data:`MAX_PROBLEMS` problems and a closing "... and N more problems" line.
+
+    A list that is already cut that way (``ConfigError.report()``) passes unchanged.
+    """
+    if len(problems) <= MAX_PROBLEMS + 1:
+        return list(problems)
+    return ConfigError(problems).report()
+
+
+class ConfigError(Exception):
+    """The config cannot be used; ``problems`` lists the reasons found.
+
+    At most :data:`MAX_PROBLEMS` are kept; ``omitted`` counts the others (whoever builds the
+    list can pass a cut list and the true count, to avoid building problems nobody sees).
+    """
+
+    def __init__(self, problems: Sequence[Problem], omitted: int = 0) -> None:
+        kept = list(problems[:MAX_PROBLEMS])
+        self.problems = kept
+        self.omitted = omitted + len(problems) - len(kept)
+        super().__init__("\n".join(str(p) for p in self.report()))
+
+    def report(self) -> list[Problem]:
+        """The problems as shown everywhere: the kept ones, then "... and N more problems"."""
+        if not self.omitted:
+            return list(self.problems)
+        source = self.problems[-1].file if self.problems else ""
+        return [*self.problems, Problem(source, "", more_problems(self.omitted))]

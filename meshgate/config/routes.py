@@ -7,6 +7,8 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
+from meshgate.redact import show
+
 from .protection import Cors, SecurityHeaders, Size
 from .regex import Regex
 from .resilience import RetryPolicy
@@ -57,7 +59,7 @@ class RouteMatch(Model):
     @classmethod
     def _starts_with_slash(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith("/"):
-            raise ValueError(f"must start with '/', got {v!r}")
+            raise ValueError(f"must start with '/', got {show(v)}")
         return v
 
     @model_validator(mode="after")

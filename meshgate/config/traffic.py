@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from .regex import Regex
+from meshgate.redact import show
+
+from .regex import Regex, capture_groups
 from .resilience import HASH_LB_POLICIES
 from .values import (
     CONTROL_CHARS,
@@ -62,7 +64,7 @@ def check_header_value(value: Any) -> Any:
         command = _COMMAND.match(value, i)
         if command is None:
             raise ValueError(
-                f"invalid header value {value!r}: the '%' at position {i} does not start a "
+                f"invalid header value {show(value)}: the '%' at position {i} does not start a "
                 "substitution command such as %REQ(x-user)% or %DOWNSTREAM_REMOTE_ADDRESS%; "
                 "write a literal % as %%"
             )
@@ -77,7 +79,7 @@ def check_mutable_header(value: Any) -> Any:
     lowered = value.lower()
     if lowered in ("host", ":authority"):
         raise ValueError(
-            f"Envoy does not let routes set, add or remove {value!r}; "
+            f"Envoy does not let routes set, add or remove {show(value)}; "
             "to send another Host upstream use 'rewrite: {host: ...}'"
         )
     if lowered == ":path":
@@ -86,7 +88,7 @@ def check_mutable_header(value: Any) -> Any:
         )
     if value.startswith(":"):
         raise ValueError(
-            f"{value!r} is a pseudo-header; Envoy does not let routes set, add or remove "
+            f"{show(value)} is a pseudo-header; Envoy does not let routes set, add or remove "
             "pseudo-headers"
         )
     return check_header_name(value)
@@ -96,7 +98,7 @@ def _check_token(value: Any) -> Any:
     """Names the client sends back (a header, a cookie) cannot be pseudo-headers."""
     if isinstance(value, str) and value.startswith(":"):
         raise ValueError(
-            f"{value!r} is a pseudo-header, set by the HTTP protocol itself; "
+            f"{show(value)} is a pseudo-header, set by the HTTP protocol itself; "
             "use an ordinary header or cookie name"
         )
     return value
@@ -130,10 +132,10 @@ def _check_cookie_ttl(value: timedelta) -> timedelta:
 
 def _check_cookie_path(value: str) -> str:
     if not value.startswith("/"):
-        raise ValueError(f"a cookie path must start with '/', got {value!r}")
+        raise ValueError(f"a cookie path must start with '/', got {show(value)}")
     if ";" in value or CONTROL_CHARS.search(value) or " " in value:
         raise ValueError(
-            f"a cookie path cannot contain ';', spaces or control characters: {value!r}"
+            f"a cookie path cannot contain ';', spaces or control characters: {show(value)}"
         )
     return value
 
@@ -149,12 +151,12 @@ class RegexRewrite(Model):
         # Envoy accepts ``\2`` with one group, then fails the rewrite on every request and
         # forwards the path unchanged; say so now instead.
         reject_control_chars(self.substitution, "substitution")
-        groups = re.compile(self.pattern).groups
+        groups = capture_groups(self.pattern)
         for ref in re.finditer(r"\\(\d)", self.substitution):
             if int(ref.group(1)) > groups:
                 raise ValueError(
-                    f"the substitution '{self.substitution}' refers to group \\{ref.group(1)} "
-                    f"but the pattern '{self.pattern}' has {groups} capture group(s)"
+                    f"the substitution {show(self.substitution)} refers to group \\{ref.group(1)} "
+                    f"but the pattern {show(self.pattern)} has {groups} capture group(s)"
                 )
         return self
 
@@ -175,7 +177,9 @@ class Rewrite(Model):
     @classmethod
     def _path_like(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith("/"):
-            raise ValueError(f"must start with '/' (it becomes the start of the path), got {v!r}")
+            raise ValueError(
+                f"must start with '/' (it becomes the start of the path), got {show(v)}"
+            )
         return v
 
     @field_validator("host")
@@ -183,7 +187,7 @@ class Rewrite(Model):
     def _host_like(cls, v: str | None) -> str | None:
         if v is not None and _HOST.match(v) is None:
             raise ValueError(
-                f"invalid host {v!r}: a host name or address, optionally with ':port' "
+                f"invalid host {show(v)}: a host name or address, optionally with ':port' "
                 "(no scheme, path or spaces)"
             )
         return v
@@ -343,7 +347,7 @@ def route_issues(config: GatewayConfig, route: Route, path: tuple[str | int, ...
                 issues.append(
                     (
                         (*path, "split", "variants", vi, "service"),
-                        f"unknown service {variant.service!r} (defined services: {known})",
+                        f"unknown service {show(variant.service)} (defined services: {known})",
                     )
                 )
     if route.session_affinity is not None:

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
+from meshgate.redact import show
+
 _DURATION_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
@@ -38,18 +40,19 @@ def parse_duration(value: Any) -> timedelta:
         m = _DURATION_RE.match(value)
         if m is None:
             raise ValueError(
-                f"invalid duration {value!r}: use a number with a unit: ms, s, m or h "
+                f"invalid duration {show(value)}: use a number with a unit: ms, s, m or h "
                 "(for example '250ms' or '5s')"
             )
         seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
     else:
         raise ValueError("a duration must be a number of seconds or a string like '5s'")
     if seconds < 0:
-        raise ValueError(f"duration must not be negative, got {value!r}")
+        raise ValueError(f"duration must not be negative, got {show(value)}")
     if seconds > MAX_DURATION_SECONDS:
         # Checked before timedelta() so that "1e300" is an error message, not an OverflowError.
         raise ValueError(
-            f"duration {value!r} is too long: at most {MAX_DURATION_SECONDS}s (about 10000 years)"
+            f"duration {show(value)} is too long: at most {MAX_DURATION_SECONDS}s "
+            "(about 10000 years)"
         )
     return timedelta(seconds=seconds)
 
@@ -69,7 +72,7 @@ def _check_name(value: Any) -> Any:
     """Say what a valid name looks like instead of echoing the raw regex back."""
     if isinstance(value, str) and re.match(NAME_PATTERN, value) is None:
         raise ValueError(
-            f"invalid name {value!r}: use 1-63 lower-case letters, digits, '.', '_' or '-', "
+            f"invalid name {show(value)}: use 1-63 lower-case letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit"
         )
     return value
@@ -78,7 +81,7 @@ def _check_name(value: Any) -> Any:
 def check_header_name(value: Any) -> Any:
     if isinstance(value, str) and re.match(HEADER_NAME_PATTERN, value) is None:
         raise ValueError(
-            f"invalid header name {value!r}: use letters, digits and !#$%&'*+.^_`|~- only "
+            f"invalid header name {show(value)}: use letters, digits and !#$%&'*+.^_`|~- only "
             "(a leading ':' for pseudo-headers)"
         )
     return value
@@ -109,7 +112,7 @@ def _check_method(value: Any) -> Any:
     if isinstance(value, str) and value not in HTTP_METHODS:
         hint = f"; did you mean {value.upper()!r}?" if value.upper() in HTTP_METHODS else ""
         raise ValueError(
-            f"unknown HTTP method {value!r} (expected one of {', '.join(HTTP_METHODS)}){hint}"
+            f"unknown HTTP method {show(value)} (expected one of {', '.join(HTTP_METHODS)}){hint}"
         )
     return value
 
@@ -127,7 +130,7 @@ def _check_ip(value: Any) -> Any:
             ipaddress.ip_address(value)
         except ValueError:
             raise ValueError(
-                f"must be an IP address such as 127.0.0.1 or ::1, got {value!r} "
+                f"must be an IP address such as 127.0.0.1 or ::1, got {show(value)} "
                 "(Envoy does not resolve host names here)"
             ) from None
     return value
@@ -160,7 +163,7 @@ def reject_control_chars(value: str, what: str = "") -> None:
     """Envoy refuses a header (and so the whole resource) with a CR, LF or other control byte."""
     bad = CONTROL_CHARS.search(value)
     if bad is not None:
-        subject = f"{what} {value!r}" if what else repr(value)
+        subject = f"{what} {show(value)}" if what else show(value)
         raise ValueError(
             f"{subject} contains the control character {bad.group()!r} at position "
             f"{bad.start()}; Envoy refuses it in a header"

@@ -112,29 +112,38 @@ def test_invalid_edits_keep_the_last_good_config_serving(
     assert errors[0]["path"] == "listeners[0].virtual_hosts[0].routes[0].service"
     assert client.upstream("/") == "alpha"
 
-    # 3. passes our checks, but Envoy (RE2) rejects it: the canary catches it, the fleet never
-    #    sees it
-    nacked = base_config(
+    # 3. a regex RE2 refuses: caught by the loader itself (RE2 wheel), at its line
+    too_big = base_config(
         upstreams,
         listener_port,
         [{"name": "big", "match": {"regex": "^/a{1001}$"}, "service": "beta"}, *_routes("beta")],
     )
+    write_config(config_file, too_big)
+    errors = wait_until(
+        lambda: [e for e in cp.status()["config"]["errors"] if "repetition" in e["message"]],
+        5,
+        "RE2 error reported",
+    )
+    assert errors[0]["path"] == "listeners[0].virtual_hosts[0].routes[0].match.regex"
+    assert errors[0]["line"] is not None
+
+    # 4. passes our checks, but Envoy rejects it (a substitution command it does not know):
+    #    the canary catches it, the fleet never sees it
+    unknown_command = {"request_headers": {"set": {"x-bad": "%NOT_A_COMMAND%"}}}
+    nacked = base_config(upstreams, listener_port, [{**_routes("beta")[0], **unknown_command}])
     write_config(config_file, nacked)
     errors = wait_until(
         lambda: [e for e in cp.status()["config"]["errors"] if "Envoy rejected" in e["message"]],
         10,
         "canary rejection reported",
     )
-    assert "RDS 'public'" in errors[0]["message"] and "repetition" in errors[0]["message"]
-    # traced back from Envoy's text to the value in the file
-    assert errors[0]["path"] == "listeners[0].virtual_hosts[0].routes[0].match.regex"
-    assert isinstance(errors[0]["line"], int)
+    assert "RDS 'public'" in errors[0]["message"] and "NOT_A_COMMAND" in errors[0]["message"]
     status = cp.status()
     assert status["config"]["version"] == good_version
     assert status["recent_nacks"] == []  # no fleet Envoy was sent the bad config
     assert client.upstream("/") == "alpha"
 
-    # 4. fixing the file publishes it and clears the errors
+    # 5. fixing the file publishes it and clears the errors
     write_config(config_file, base_config(upstreams, listener_port, _routes("beta")))
     wait_until(lambda: client.upstream("/") == "beta", 5, "fixed config live")
     assert cp.status()["config"]["errors"] == []
@@ -207,9 +216,10 @@ def test_a_dead_canary_is_restarted_and_still_judges(
     wait_until(lambda: client.upstream("/") == "beta", 15, "edit validated by a new canary")
     assert "restarting it" in cp.logs()
     # and the new canary still rejects what Envoy rejects
-    bad = [{"name": "big", "match": {"regex": "^/a{1001}$"}, "service": "beta"}]
+    bad = [{**_routes("beta")[0], "request_headers": {"set": {"x-bad": "%NOT_A_COMMAND%"}}}]
     write_config(config_file, base_config(upstreams, listener_port, bad))
-    wait_until(lambda: cp.status()["config"]["errors"], 10, "rejection")
+    errors = wait_until(lambda: cp.status()["config"]["errors"], 10, "rejection")
+    assert "NOT_A_COMMAND" in errors[0]["message"]
     assert client.upstream("/") == "beta"
 
 
@@ -234,7 +244,12 @@ def test_a_second_edit_still_containing_a_rejected_part_gets_envoys_reason(
     stack: Stack, config_file: Path, upstreams: Upstreams, listener_port: int
 ) -> None:
     cp, envoy, client = _serving_alpha(stack, listener_port)
-    bad_route = {"name": "big", "match": {"regex": "^/a{1001}$"}, "service": "beta"}
+    # passes our checks; Envoy refuses the unknown substitution command
+    bad_route = {
+        **_routes("beta")[0],
+        "name": "bad",
+        "request_headers": {"set": {"x-bad": "%NOT_A_COMMAND%"}},
+    }
 
     def rejected() -> list[dict[str, Any]]:
         return [e for e in cp.status()["config"]["errors"] if "Envoy rejected" in e["message"]]
@@ -251,7 +266,7 @@ def test_a_second_edit_still_containing_a_rejected_part_gets_envoys_reason(
         lambda: cp.status()["config"]["rejected_digest"] != first_digest, 15, "second rejection"
     )
     second = rejected()  # Envoy's reason, not the canary's 10 s timeout
-    assert "repetition" in second[0]["message"] and "did not ACK" not in second[0]["message"]
+    assert "NOT_A_COMMAND" in second[0]["message"] and "did not ACK" not in second[0]["message"]
     assert client.upstream("/") == "alpha"
 
 

@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from meshgate.problems import Problem
+from meshgate.problems import Problem, bounded
+from meshgate.redact import redact_text
 from xds_server.metrics import XdsMetrics
 from xds_server.publish.validation import Validator
 from xds_server.snapshot.cache import DEFAULT_GROUP, SnapshotCache
@@ -87,6 +88,7 @@ class Publisher:
 
     def reject(self, problems: Sequence[Problem], digest: str) -> None:
         """Record why a candidate cannot be used; the serving snapshot is untouched."""
+        problems = [replace(p, message=redact_text(p.message)) for p in bounded(problems)]
         self.state.errors = [p.as_dict() for p in problems]
         self.state.rejected_digest = digest
         self.state.rejected_at = self.clock()

@@ -37,6 +37,7 @@ from google.protobuf import json_format
 
 from meshgate.proxy.bootstrap import BootstrapParams
 from meshgate.proxy.envoy_process import EnvoyProcess, find_envoy, free_port
+from meshgate.redact import redact_text
 from xds_server.server.status import StatusEvent, StatusRegistry, StreamStatus
 from xds_server.snapshot.cache import CANARY_GROUP, CANARY_NODE_PREFIX, SnapshotCache
 from xds_server.snapshot.snapshot import (
@@ -127,7 +128,7 @@ class CanaryValidator:
         """A dead canary is restarted (it holds no state); the verdict then waits for it."""
         code = self.envoy.proc.returncode if self.envoy.proc else None
         self._log.seek(0)
-        tail = self._log.read()[-1000:].decode(errors="replace")
+        tail = redact_text(self._log.read()[-1000:].decode(errors="replace"))
         log.warning(
             "canary Envoy was not running; restarting it",
             extra={"fields": {"exit_code": code, "stderr_tail": tail}},

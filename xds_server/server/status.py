@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from meshgate.redact import redact_text
 from xds_server.snapshot.cache import CANARY_GROUP
 from xds_server.snapshot.snapshot import ORDER, short_name
 
@@ -221,7 +222,7 @@ class StatusRegistry:
         self._emit(StatusEvent("ack", st, type_url, version))
 
     def nacked(self, st: StreamStatus, type_url: str, version: str, error: str) -> None:
-        error = clean_error(error)
+        error = redact_text(clean_error(error))  # Envoy quotes config values, credentials too
         ts = st.type(type_url)
         now = self._clock()
         same = ts.nack_version == version and ts.nack_error == error

@@ -14,6 +14,7 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from meshgate.files import DEFAULT_MAX_CONFIG_BYTES, read_config_text
 from meshgate.loader import ConfigError, ConfigProblem, LoadedConfig, parse_config
 from meshgate.runtime.gc_pause import gc_paused
 
@@ -27,11 +28,13 @@ class FileConfigSource:
         on_config: Callable[[LoadedConfig], Awaitable[None]],
         on_error: Callable[[ConfigError, str], None],
         interval: float = 0.2,
+        max_bytes: int = DEFAULT_MAX_CONFIG_BYTES,
     ) -> None:
         self.path = Path(path)
         self.on_config = on_config
         self.on_error = on_error
         self.interval = interval
+        self.max_bytes = max_bytes
         self._last_stat: tuple[int, int, int, int] | None = None
         self._last_digest: str | None = None
 
@@ -52,12 +55,12 @@ class FileConfigSource:
             return
         self._last_stat = key
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            # Regular files only, bounded, never blocking (a FIFO, /dev/zero): meshgate.files
+            text = read_config_text(self.path, self.max_bytes)
+        except ConfigError as err:
             # Forget the last digest (as for a missing file), so that restoring the very
             # config that serves is seen as a change and clears this rejection.
             self._last_digest = "unreadable"
-            err = ConfigError([ConfigProblem(str(self.path), "", f"cannot read file: {exc}")])
             self.on_error(err, "unreadable")
             return
         digest = hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -1,12 +1,10 @@
-"""Limits, CORS, compression, security headers, the server header and response caching.
+"""Limits, timeouts, the body limit, security headers, the server header and response caching.
 
-Listener level: HTTP connection manager settings (edge defaults), network filters, the HTTP
-filter chain (only the filters some route uses). Route and virtual-host level: per-filter
-configs that turn those filters on or off where they apply.
-
-Filters a route may or may not want are in the chain *disabled* and switched on per route
-(``typed_per_filter_config``), or in the chain enabled and switched off per route; a filter no
-route of a listener needs is not in its chain at all.
+Listener level: HTTP connection manager settings (edge defaults) and the connection limit
+network filter. HTTP filters (body limit, response headers, cache) are in a listener's chain
+only when some route of it uses them, *disabled*, and switched on by the per-route config of
+the routes that do. CORS and compression are features of their own (``cors.py``,
+``compression.py``).
 
 Why the response headers (security headers, ``x-cache``, the ``server`` removal on cached
 routes) go through a header-mutation filter rather than the route's ``response_headers_to_add``:
@@ -20,35 +18,26 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
-from envoy.config.core.v3 import base_pb2, extension_pb2, protocol_pb2
+from envoy.config.core.v3 import base_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
-from envoy.extensions.compression.brotli.compressor.v3 import brotli_pb2
-from envoy.extensions.compression.gzip.compressor.v3 import gzip_pb2
-from envoy.extensions.compression.zstd.compressor.v3 import zstd_pb2
 from envoy.extensions.filters.http.buffer.v3 import buffer_pb2
 from envoy.extensions.filters.http.cache.v3 import cache_pb2
-from envoy.extensions.filters.http.compressor.v3 import compressor_pb2
-from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.http.cache.simple_http_cache.v3 import config_pb2 as simple_cache_pb2
-from envoy.type.matcher.v3 import regex_pb2, string_pb2
-from google.protobuf import any_pb2, wrappers_pb2
-from google.protobuf.message import Message
+from google.protobuf import wrappers_pb2
 
 from meshgate.config import Listener, Route, VirtualHost
-from meshgate.config.protection import Algorithm, Compression, Cors, SecurityHeaders
-from xds_server.compiler.context import ListenerContext, RouteContext
+from meshgate.config.protection import SecurityHeaders
+from xds_server.compiler.context import ListenerContext, VirtualHostContext
+from xds_server.compiler.feature import Feature
+from xds_server.compiler.filters import BUFFER, CACHE, RESPONSE_HEADERS, enable, http_filter
 from xds_server.compiler.protos import duration, pack
 
-CORS = "envoy.filters.http.cors"
-BUFFER = "envoy.filters.http.buffer"
-RESPONSE_HEADERS = "envoy.filters.http.header_mutation"
-CACHE = "envoy.filters.http.cache"
 CONNECTION_LIMIT = "envoy.filters.network.connection_limit"
 
 #: The response header that says whether the cache answered; its value is computed by Envoy
@@ -69,34 +58,11 @@ _UNDERSCORES = {
     "allow": protocol_pb2.HttpProtocolOptions.ALLOW,
 }
 
-_COMPRESSORS: dict[Algorithm, tuple[str, Message]] = {
-    "gzip": ("gzip", gzip_pb2.Gzip()),
-    "brotli": ("brotli", brotli_pb2.Brotli()),
-    "zstd": ("zstd", zstd_pb2.Zstd()),
-}
-
-
-def compressor_name(algorithm: Algorithm) -> str:
-    return f"envoy.filters.http.compressor.{algorithm}"
-
 
 def _routes(listener: Listener) -> Iterator[tuple[VirtualHost, Route]]:
     for vhost in listener.virtual_hosts:
         for route in vhost.routes:
             yield vhost, route
-
-
-def _compression(listener: Listener) -> Compression | None:
-    """The listener's compression settings; defaults when only a route asks for compression."""
-    if listener.compression is not None:
-        return listener.compression
-    if any(route.compression for _, route in _routes(listener)):
-        return Compression()
-    return None
-
-
-def _uses_cors(listener: Listener) -> bool:
-    return any(vh.cors is not None or r.cors is not None for vh, r in _routes(listener))
 
 
 def _uses_response_headers(listener: Listener) -> bool:
@@ -106,57 +72,16 @@ def _uses_response_headers(listener: Listener) -> bool:
     )
 
 
-def _enable() -> any_pb2.Any:
-    """Switches a filter that is disabled in the chain on for one route (an empty config)."""
-    return pack(rc_pb2.FilterConfig(config=any_pb2.Any()))
-
-
-def _disable() -> any_pb2.Any:
-    return pack(rc_pb2.FilterConfig(disabled=True))
-
-
-def _filter(name: str, config: Message, disabled: bool = False) -> hcm_pb2.HttpFilter:
-    return hcm_pb2.HttpFilter(name=name, typed_config=pack(config), disabled=disabled)
-
-
-def _compressor(algorithm: Algorithm, settings: Compression) -> compressor_pb2.Compressor:
-    library, config = _COMPRESSORS[algorithm]
-    return compressor_pb2.Compressor(
-        # On equal q-values Envoy would follow the client's order; the operator's first
-        # algorithm is the one meant to win.
-        choose_first=algorithm == settings.algorithms[0],
-        compressor_library=extension_pb2.TypedExtensionConfig(
-            name=library, typed_config=pack(config)
-        ),
-        response_direction_config=compressor_pb2.Compressor.ResponseDirectionConfig(
-            common_config=compressor_pb2.Compressor.CommonDirectionConfig(
-                min_content_length=wrappers_pb2.UInt32Value(value=settings.min_size),
-                content_type=settings.content_types,
-            )
-        ),
-    )
-
-
 def http_filters(ctx: ListenerContext) -> list[hcm_pb2.HttpFilter]:
-    """HTTP filters before the router, in order; only those some route of the listener uses.
-
-    Order: CORS first (a preflight is answered before anything else runs), the body limit,
-    the compressors, the response headers, and the cache last: the cache sends what it fetches
-    through no filter after it, and serves hits through every filter before it, so hits are
-    compressed, get CORS and security headers like any other response.
-    """
+    """The body limit, response headers and cache filters, each only when some route of the
+    listener uses it, disabled, and switched on by those routes' per-filter configs."""
     listener = ctx.listener
     out: list[hcm_pb2.HttpFilter] = []
-    # Every filter here is off in the chain unless the listener as a whole needs it, and is
-    # switched on by the per-route (or per-virtual-host) config of the routes that use it: a
-    # route with no such policy does not pay for the filter at all.
-    if _uses_cors(listener):
-        out.append(_filter(CORS, cors_pb2.Cors(), disabled=True))
     body_limits = [r.max_request_bytes for _, r in _routes(listener) if r.max_request_bytes]
     if body_limits:
-        # Disabled here, enabled by each route's own limit; the value here is never used.
+        # The value here is never used: each route that enables the filter has its own.
         out.append(
-            _filter(
+            http_filter(
                 BUFFER,
                 buffer_pb2.Buffer(
                     max_request_bytes=wrappers_pb2.UInt32Value(value=max(body_limits))
@@ -164,21 +89,13 @@ def http_filters(ctx: ListenerContext) -> list[hcm_pb2.HttpFilter]:
                 disabled=True,
             )
         )
-    compression = _compression(listener)
-    if compression is not None:
-        for algorithm in compression.algorithms:
-            out.append(
-                _filter(
-                    compressor_name(algorithm),
-                    _compressor(algorithm, compression),
-                    disabled=listener.compression is None,
-                )
-            )
     if _uses_response_headers(listener):
-        out.append(_filter(RESPONSE_HEADERS, header_mutation_pb2.HeaderMutation(), disabled=True))
+        out.append(
+            http_filter(RESPONSE_HEADERS, header_mutation_pb2.HeaderMutation(), disabled=True)
+        )
     if any(r.cache for _, r in _routes(listener)):
         out.append(
-            _filter(
+            http_filter(
                 CACHE,
                 # No max_body_bytes: Envoy 1.40's cache stores larger responses anyway
                 # (tested), so the setting would only promise a bound that does not exist.
@@ -189,7 +106,7 @@ def http_filters(ctx: ListenerContext) -> list[hcm_pb2.HttpFilter]:
     return out
 
 
-def apply_hcm(ctx: ListenerContext, hcm: hcm_pb2.HttpConnectionManager) -> None:
+def patch_hcm(ctx: ListenerContext, hcm: hcm_pb2.HttpConnectionManager) -> None:
     """Timeouts, header limits, HTTP/2 limits, underscores, server header."""
     listener = ctx.listener
     timeouts, limits = listener.timeouts, listener.limits
@@ -219,11 +136,11 @@ def apply_hcm(ctx: ListenerContext, hcm: hcm_pb2.HttpConnectionManager) -> None:
         hcm.server_name = server.value or ""
     else:
         # Removal: Envoy adds no header of its own, and the upstream's is removed per virtual
-        # host (apply_vhost) and, on cached routes, by the response-headers filter.
+        # host (patch_vhost) and, on cached routes, by the response-headers filter.
         hcm.server_header_transformation = hcm_pb2.HttpConnectionManager.PASS_THROUGH
 
 
-def apply_listener(ctx: ListenerContext, listener: listener_pb2.Listener) -> None:
+def patch_listener(ctx: ListenerContext, listener: listener_pb2.Listener) -> None:
     """Buffer limits and the connection limit network filter."""
     limits = ctx.listener.limits
     listener.per_connection_buffer_limit_bytes.value = limits.per_connection_buffer_bytes
@@ -239,23 +156,6 @@ def apply_listener(ctx: ListenerContext, listener: listener_pb2.Listener) -> Non
         )
         for chain in listener.filter_chains:
             chain.filters.insert(0, limit)
-
-
-def cors_policy(cors: Cors) -> cors_pb2.CorsPolicy:
-    return cors_pb2.CorsPolicy(
-        allow_origin_string_match=[
-            *(string_pb2.StringMatcher(exact=o) for o in cors.allow_origins),
-            *(
-                string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=r))
-                for r in cors.allow_origin_regex
-            ),
-        ],
-        allow_methods=",".join(cors.allow_methods),
-        allow_headers=",".join(cors.allow_headers),
-        expose_headers=",".join(cors.expose_headers),
-        allow_credentials=wrappers_pb2.BoolValue(value=cors.allow_credentials),
-        max_age=str(int(cors.max_age.total_seconds())),
-    )
 
 
 def security_header_values(headers: SecurityHeaders) -> list[tuple[str, str]]:
@@ -290,7 +190,9 @@ def _set(name: str, value: str) -> mutation_rules_pb2.HeaderMutation:
     )
 
 
-def _route_mutations(route: Route, ctx: RouteContext) -> list[mutation_rules_pb2.HeaderMutation]:
+def _route_mutations(
+    route: Route, ctx: VirtualHostContext
+) -> list[mutation_rules_pb2.HeaderMutation]:
     """Every response header change of one route, its virtual host's policy included.
 
     Each route carries its complete set: the filter applies the configs of every level, so a
@@ -310,11 +212,9 @@ def _route_mutations(route: Route, ctx: RouteContext) -> list[mutation_rules_pb2
     return mutations
 
 
-def apply_route(route: Route, ctx: RouteContext, out: rc_pb2.Route) -> None:
-    """Per-route filter configs (body limit, CORS, compression, cache), security headers."""
+def patch_route(ctx: VirtualHostContext, route: Route, out: rc_pb2.Route) -> None:
+    """Per-route filter configs: body limit, response headers (security headers, cache)."""
     configs = out.typed_per_filter_config
-    if route.cors is not None:
-        configs[CORS].CopyFrom(pack(cors_policy(route.cors)))
     if route.max_request_bytes is not None:
         configs[BUFFER].CopyFrom(
             pack(
@@ -325,14 +225,6 @@ def apply_route(route: Route, ctx: RouteContext, out: rc_pb2.Route) -> None:
                 )
             )
         )
-    compression = ctx.memoized("compression", lambda: _compression(ctx.listener))
-    if compression is not None:
-        on_by_default = ctx.listener.compression is not None
-        if route.compression is not None and route.compression != on_by_default:
-            for algorithm in compression.algorithms:
-                configs[compressor_name(algorithm)].CopyFrom(
-                    _enable() if route.compression else _disable()
-                )
     mutations = _route_mutations(route, ctx)
     if mutations:
         configs[RESPONSE_HEADERS].CopyFrom(
@@ -343,15 +235,31 @@ def apply_route(route: Route, ctx: RouteContext, out: rc_pb2.Route) -> None:
             )
         )
     if route.cache:
-        configs[CACHE].CopyFrom(_enable())
+        configs[CACHE].CopyFrom(enable())
 
 
-def apply_vhost(vhost: VirtualHost, ctx: ListenerContext, out: rc_pb2.VirtualHost) -> None:
-    """Virtual-host CORS, and the removal of the upstream's ``server`` header.
-
-    The virtual host's security headers are compiled into each of its routes (apply_route).
-    """
-    if vhost.cors is not None:
-        out.typed_per_filter_config[CORS].CopyFrom(pack(cors_policy(vhost.cors)))
+def patch_vhost(ctx: VirtualHostContext, out: rc_pb2.VirtualHost) -> None:
+    """The removal of the upstream's ``server`` header (the virtual host's security headers
+    are compiled into each of its routes, see patch_route)."""
     if ctx.listener.server_header.mode == "remove":
         out.response_headers_to_remove.append("server")
+
+
+class Protection(Feature):
+    name = "protection"
+    http_filter_names = (BUFFER, RESPONSE_HEADERS, CACHE)
+
+    def http_filters(self, ctx: ListenerContext) -> list[hcm_pb2.HttpFilter]:
+        return http_filters(ctx)
+
+    def patch_hcm(self, ctx: ListenerContext, hcm: hcm_pb2.HttpConnectionManager) -> None:
+        patch_hcm(ctx, hcm)
+
+    def patch_listener(self, ctx: ListenerContext, listener: listener_pb2.Listener) -> None:
+        patch_listener(ctx, listener)
+
+    def patch_route(self, ctx: VirtualHostContext, route: Route, out: rc_pb2.Route) -> None:
+        patch_route(ctx, route, out)
+
+    def patch_vhost(self, ctx: VirtualHostContext, out: rc_pb2.VirtualHost) -> None:
+        patch_vhost(ctx, out)

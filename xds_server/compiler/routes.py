@@ -93,7 +93,10 @@ def compile_route(ctx: VirtualHostContext, route: Route, index: int) -> list[rc_
         feature.patch_route(ctx, route, out)
     routes = [out]
     for feature in features.expand_route:
-        routes = [r for each in routes for r in feature.expand_route(ctx, route, each)]
+        if len(routes) == 1:
+            routes = feature.expand_route(ctx, route, routes[0])
+        else:
+            routes = [r for each in routes for r in feature.expand_route(ctx, route, each)]
     return routes
 
 

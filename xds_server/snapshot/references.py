@@ -43,7 +43,7 @@ module-level cache.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -107,6 +107,8 @@ Label = tuple[str, str]  # (kind, name): ("HTTP filter", "envoy.filters.http.ext
 Path = tuple[str, ...]
 #: (type_url, name) -> where it is first named: what one walk collects.
 Found = dict[tuple[str, str], tuple[Label | None, Path]]
+#: A reference found inside a typed config: (type_url, name, label or None, path within it).
+Relative = tuple[str, str, Label | None, Path]
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +243,7 @@ class _Walker:
         self._pool = descriptor_pool.Default()
         self._classes: dict[str, tuple[type[Message], Descriptor] | None] = {}
         self._can: dict[str, bool] = {}
-        self._anys: dict[tuple[str, bytes], list[tuple[str, str, Label | None, Path]]] = {}
+        self._anys: dict[str, dict[bytes, list[Relative]]] = {}
 
     def unpack(self, packed: any_pb2.Any) -> Message | None:
         known = self._class(packed.type_url)
@@ -311,7 +313,7 @@ class _Walker:
         desc = msg.DESCRIPTOR
         full = desc.full_name
         if isinstance(msg, rc_pb2.Route):
-            self._route(msg, label, path, found)
+            self._routes([msg], label, path, found, indexed=False)
             return
         if full == _CONFIG_SOURCE:
             return
@@ -343,9 +345,7 @@ class _Walker:
                     self._child(value[key], label, (*path, f"{field.name}[{key}]"), found)
             elif field.is_repeated:
                 if sub.full_name == _ROUTE:
-                    for i, route in enumerate(value):  # a named route is its own label
-                        where = path if route.name else (*path, f"{field.name}[{i}]")
-                        self._route(route, label, where, found)
+                    self._routes(value, label, path, found)
                 else:
                     for i, item in enumerate(value):
                         self._child(item, label, (*path, f"{field.name}[{i}]"), found)
@@ -365,56 +365,74 @@ class _Walker:
         if inner:
             _compose(inner, label, path, found)
 
-    def _any_refs(self, packed: any_pb2.Any) -> list[tuple[str, str, Label | None, Path]]:
+    def _any_refs(self, packed: any_pb2.Any) -> list[Relative]:
         """What a typed config references, relative to itself; walked once per distinct
         config (type and bytes) in this walk."""
         type_url = packed.type_url
         if not type_url:
             return []
-        key = (type_url, packed.value)
-        inner = self._anys.get(key)
+        by_value = self._anys.get(type_url)
+        if by_value is None:
+            by_value = self._anys[type_url] = {}
+        value = packed.value
+        inner = by_value.get(value)
         if inner is None:
             inner = []
             known = self._class(type_url)
             if known is not None and self.can_refer(known[1]):
                 msg = known[0]()
-                packed.Unpack(msg)
+                msg.ParseFromString(value)
                 sub: Found = {}
                 self._message(msg, None, (), sub)
                 inner = [(t, n, lbl, p) for (t, n), (lbl, p) in sub.items()]
-            self._anys[key] = inner
+            by_value[value] = inner
         return inner
 
-    def _route(self, route: rc_pb2.Route, label: Label | None, path: Path, found: Found) -> None:
-        """A route's targets, mirrors and per-filter configs: the direct path for what a
-        route configuration has thousands of (the generic descent would cost several times
-        more per route)."""
-        if route.name:
-            label, path = ("route", route.name), ()
-        if route.HasField("route"):
-            action = route.route
-            which = action.WhichOneof("cluster_specifier")
-            if which == "cluster":
+    def _routes(
+        self,
+        routes: Iterable[rc_pb2.Route],
+        label: Label | None,
+        path: Path,
+        found: Found,
+        indexed: bool = True,
+    ) -> None:
+        """Each route's targets, mirrors and per-filter configs: the direct path for what a
+        route configuration has thousands of (the generic descent costs several times more
+        per route). Other route fields name no cluster in Envoy's API."""
+        targets: set[str] = set()  # clusters already found, without building a key per route
+        for i, route in enumerate(routes):
+            name = route.name
+            where = () if name else (*path, f"routes[{i}]") if indexed else path
+            if route.HasField("route"):
+                action = route.route
                 cluster = action.cluster
-                if cluster and (CLUSTER, cluster) not in found:
-                    found[(CLUSTER, cluster)] = (label, (*path, "route.cluster"))
-            elif which is not None and which != "cluster_header":
-                # weighted clusters or a cluster specifier plugin: rarer, walked generically
-                self._message(action, label, (*path, "route"), found)
-            for i, mirror in enumerate(action.request_mirror_policies):
-                if mirror.cluster:
-                    where = (*path, f"route.request_mirror_policies[{i}].cluster")
-                    found.setdefault((CLUSTER, mirror.cluster), (label, where))
-        configs = route.typed_per_filter_config
-        if configs:
-            for key in sorted(configs):
-                inner = self._any_refs(configs[key])
-                if inner:
-                    _compose(inner, label, (*path, f"typed_per_filter_config[{key}]"), found)
+                if cluster:
+                    if cluster not in targets:
+                        targets.add(cluster)
+                        at = ("route", name) if name else label
+                        found.setdefault((CLUSTER, cluster), (at, (*where, "route.cluster")))
+                elif action.WhichOneof("cluster_specifier") not in (None, "cluster_header"):
+                    # weighted clusters or a cluster specifier plugin: walked generically
+                    at = ("route", name) if name else label
+                    self._message(action, at, (*where, "route"), found)
+                mirrors = action.request_mirror_policies
+                if mirrors:
+                    at = ("route", name) if name else label
+                    for j, mirror in enumerate(mirrors):
+                        if mirror.cluster:
+                            field = f"route.request_mirror_policies[{j}].cluster"
+                            found.setdefault((CLUSTER, mirror.cluster), (at, (*where, field)))
+            configs = route.typed_per_filter_config
+            if configs:
+                at = ("route", name) if name else label
+                for key, packed in sorted(configs.items()) if len(configs) > 1 else configs.items():
+                    inner = self._any_refs(packed)
+                    if inner:
+                        _compose(inner, at, (*where, f"typed_per_filter_config[{key}]"), found)
 
 
 def _compose(
-    inner: list[tuple[str, str, Label | None, Path]],
+    inner: list[Relative],
     label: Label | None,
     path: Path,
     found: Found,

@@ -72,92 +72,6 @@ def _uses_response_headers(listener: Listener) -> bool:
     )
 
 
-def http_filters(ctx: ListenerContext) -> list[hcm_pb2.HttpFilter]:
-    """The body limit, response headers and cache filters, each only when some route of the
-    listener uses it, disabled, and switched on by those routes' per-filter configs."""
-    listener = ctx.listener
-    out: list[hcm_pb2.HttpFilter] = []
-    body_limits = [r.max_request_bytes for _, r in _routes(listener) if r.max_request_bytes]
-    if body_limits:
-        # The value here is never used: each route that enables the filter has its own.
-        out.append(
-            http_filter(
-                BUFFER,
-                buffer_pb2.Buffer(
-                    max_request_bytes=wrappers_pb2.UInt32Value(value=max(body_limits))
-                ),
-                disabled=True,
-            )
-        )
-    if _uses_response_headers(listener):
-        out.append(
-            http_filter(RESPONSE_HEADERS, header_mutation_pb2.HeaderMutation(), disabled=True)
-        )
-    if any(r.cache for _, r in _routes(listener)):
-        out.append(
-            http_filter(
-                CACHE,
-                # No max_body_bytes: Envoy 1.40's cache stores larger responses anyway
-                # (tested), so the setting would only promise a bound that does not exist.
-                cache_pb2.CacheConfig(typed_config=pack(simple_cache_pb2.SimpleHttpCacheConfig())),
-                disabled=True,
-            )
-        )
-    return out
-
-
-def patch_hcm(ctx: ListenerContext, hcm: hcm_pb2.HttpConnectionManager) -> None:
-    """Timeouts, header limits, HTTP/2 limits, underscores, server header."""
-    listener = ctx.listener
-    timeouts, limits = listener.timeouts, listener.limits
-    hcm.common_http_protocol_options.CopyFrom(
-        protocol_pb2.HttpProtocolOptions(
-            idle_timeout=duration(timeouts.idle),
-            headers_with_underscores_action=_UNDERSCORES[limits.headers_with_underscores],
-        )
-    )
-    hcm.stream_idle_timeout.CopyFrom(duration(timeouts.stream_idle))
-    hcm.request_headers_timeout.CopyFrom(duration(timeouts.request_headers))
-    hcm.max_request_headers_kb.value = limits.max_request_headers_kb
-    hcm.http2_protocol_options.CopyFrom(
-        protocol_pb2.Http2ProtocolOptions(
-            max_concurrent_streams=wrappers_pb2.UInt32Value(
-                value=limits.http2_max_concurrent_streams
-            ),
-            initial_stream_window_size=wrappers_pb2.UInt32Value(value=H2_INITIAL_STREAM_WINDOW),
-            initial_connection_window_size=wrappers_pb2.UInt32Value(
-                value=H2_INITIAL_CONNECTION_WINDOW
-            ),
-        )
-    )
-    server = listener.server_header
-    if server.mode == "replace":
-        hcm.server_header_transformation = hcm_pb2.HttpConnectionManager.OVERWRITE
-        hcm.server_name = server.value or ""
-    else:
-        # Removal: Envoy adds no header of its own, and the upstream's is removed per virtual
-        # host (patch_vhost) and, on cached routes, by the response-headers filter.
-        hcm.server_header_transformation = hcm_pb2.HttpConnectionManager.PASS_THROUGH
-
-
-def patch_listener(ctx: ListenerContext, listener: listener_pb2.Listener) -> None:
-    """Buffer limits and the connection limit network filter."""
-    limits = ctx.listener.limits
-    listener.per_connection_buffer_limit_bytes.value = limits.per_connection_buffer_bytes
-    if limits.max_connections is not None:
-        limit = listener_components_pb2.Filter(
-            name=CONNECTION_LIMIT,
-            typed_config=pack(
-                connection_limit_pb2.ConnectionLimit(
-                    stat_prefix=ctx.listener.name,
-                    max_connections=wrappers_pb2.UInt64Value(value=limits.max_connections),
-                )
-            ),
-        )
-        for chain in listener.filter_chains:
-            chain.filters.insert(0, limit)
-
-
 def security_header_values(headers: SecurityHeaders) -> list[tuple[str, str]]:
     """(name, value) of every header the policy sets, in a fixed order."""
     out: list[tuple[str, str]] = []
@@ -212,54 +126,124 @@ def _route_mutations(
     return mutations
 
 
-def patch_route(ctx: VirtualHostContext, route: Route, out: rc_pb2.Route) -> None:
-    """Per-route filter configs: body limit, response headers (security headers, cache)."""
-    configs = out.typed_per_filter_config
-    if route.max_request_bytes is not None:
-        configs[BUFFER].CopyFrom(
-            pack(
-                buffer_pb2.BufferPerRoute(
-                    buffer=buffer_pb2.Buffer(
-                        max_request_bytes=wrappers_pb2.UInt32Value(value=route.max_request_bytes)
-                    )
-                )
-            )
-        )
-    mutations = _route_mutations(route, ctx)
-    if mutations:
-        configs[RESPONSE_HEADERS].CopyFrom(
-            pack(
-                header_mutation_pb2.HeaderMutationPerRoute(
-                    mutations=header_mutation_pb2.Mutations(response_mutations=mutations)
-                )
-            )
-        )
-    if route.cache:
-        configs[CACHE].CopyFrom(enable())
-
-
-def patch_vhost(ctx: VirtualHostContext, out: rc_pb2.VirtualHost) -> None:
-    """The removal of the upstream's ``server`` header (the virtual host's security headers
-    are compiled into each of its routes, see patch_route)."""
-    if ctx.listener.server_header.mode == "remove":
-        out.response_headers_to_remove.append("server")
-
-
 class Protection(Feature):
     name = "protection"
     http_filter_names = (BUFFER, RESPONSE_HEADERS, CACHE)
 
     def http_filters(self, ctx: ListenerContext) -> list[hcm_pb2.HttpFilter]:
-        return http_filters(ctx)
+        """The body limit, response headers and cache filters, each only when some route of the
+        listener uses it, disabled, and switched on by those routes' per-filter configs."""
+        listener = ctx.listener
+        out: list[hcm_pb2.HttpFilter] = []
+        body_limits = [r.max_request_bytes for _, r in _routes(listener) if r.max_request_bytes]
+        if body_limits:
+            # The value here is never used: each route that enables the filter has its own.
+            out.append(
+                http_filter(
+                    BUFFER,
+                    buffer_pb2.Buffer(
+                        max_request_bytes=wrappers_pb2.UInt32Value(value=max(body_limits))
+                    ),
+                    disabled=True,
+                )
+            )
+        if _uses_response_headers(listener):
+            out.append(
+                http_filter(RESPONSE_HEADERS, header_mutation_pb2.HeaderMutation(), disabled=True)
+            )
+        if any(r.cache for _, r in _routes(listener)):
+            out.append(
+                http_filter(
+                    CACHE,
+                    # No max_body_bytes: Envoy 1.40's cache stores larger responses anyway
+                    # (tested), so the setting would only promise a bound that does not exist.
+                    cache_pb2.CacheConfig(
+                        typed_config=pack(simple_cache_pb2.SimpleHttpCacheConfig())
+                    ),
+                    disabled=True,
+                )
+            )
+        return out
 
     def patch_hcm(self, ctx: ListenerContext, hcm: hcm_pb2.HttpConnectionManager) -> None:
-        patch_hcm(ctx, hcm)
+        """Timeouts, header limits, HTTP/2 limits, underscores, server header."""
+        listener = ctx.listener
+        timeouts, limits = listener.timeouts, listener.limits
+        hcm.common_http_protocol_options.CopyFrom(
+            protocol_pb2.HttpProtocolOptions(
+                idle_timeout=duration(timeouts.idle),
+                headers_with_underscores_action=_UNDERSCORES[limits.headers_with_underscores],
+            )
+        )
+        hcm.stream_idle_timeout.CopyFrom(duration(timeouts.stream_idle))
+        hcm.request_headers_timeout.CopyFrom(duration(timeouts.request_headers))
+        hcm.max_request_headers_kb.value = limits.max_request_headers_kb
+        hcm.http2_protocol_options.CopyFrom(
+            protocol_pb2.Http2ProtocolOptions(
+                max_concurrent_streams=wrappers_pb2.UInt32Value(
+                    value=limits.http2_max_concurrent_streams
+                ),
+                initial_stream_window_size=wrappers_pb2.UInt32Value(value=H2_INITIAL_STREAM_WINDOW),
+                initial_connection_window_size=wrappers_pb2.UInt32Value(
+                    value=H2_INITIAL_CONNECTION_WINDOW
+                ),
+            )
+        )
+        server = listener.server_header
+        if server.mode == "replace":
+            hcm.server_header_transformation = hcm_pb2.HttpConnectionManager.OVERWRITE
+            hcm.server_name = server.value or ""
+        else:
+            # Removal: Envoy adds no header of its own, and the upstream's is removed per virtual
+            # host (patch_vhost) and, on cached routes, by the response-headers filter.
+            hcm.server_header_transformation = hcm_pb2.HttpConnectionManager.PASS_THROUGH
 
     def patch_listener(self, ctx: ListenerContext, listener: listener_pb2.Listener) -> None:
-        patch_listener(ctx, listener)
+        """Buffer limits and the connection limit network filter."""
+        limits = ctx.listener.limits
+        listener.per_connection_buffer_limit_bytes.value = limits.per_connection_buffer_bytes
+        if limits.max_connections is not None:
+            limit = listener_components_pb2.Filter(
+                name=CONNECTION_LIMIT,
+                typed_config=pack(
+                    connection_limit_pb2.ConnectionLimit(
+                        stat_prefix=ctx.listener.name,
+                        max_connections=wrappers_pb2.UInt64Value(value=limits.max_connections),
+                    )
+                ),
+            )
+            for chain in listener.filter_chains:
+                chain.filters.insert(0, limit)
 
     def patch_route(self, ctx: VirtualHostContext, route: Route, out: rc_pb2.Route) -> None:
-        patch_route(ctx, route, out)
+        """Per-route filter configs: body limit, response headers (security headers, cache)."""
+        configs = out.typed_per_filter_config
+        if route.max_request_bytes is not None:
+            configs[BUFFER].CopyFrom(
+                pack(
+                    buffer_pb2.BufferPerRoute(
+                        buffer=buffer_pb2.Buffer(
+                            max_request_bytes=wrappers_pb2.UInt32Value(
+                                value=route.max_request_bytes
+                            )
+                        )
+                    )
+                )
+            )
+        mutations = _route_mutations(route, ctx)
+        if mutations:
+            configs[RESPONSE_HEADERS].CopyFrom(
+                pack(
+                    header_mutation_pb2.HeaderMutationPerRoute(
+                        mutations=header_mutation_pb2.Mutations(response_mutations=mutations)
+                    )
+                )
+            )
+        if route.cache:
+            configs[CACHE].CopyFrom(enable())
 
     def patch_vhost(self, ctx: VirtualHostContext, out: rc_pb2.VirtualHost) -> None:
-        patch_vhost(ctx, out)
+        """The removal of the upstream's ``server`` header (the virtual host's security headers
+        are compiled into each of its routes, see patch_route)."""
+        if ctx.listener.server_header.mode == "remove":
+            out.response_headers_to_remove.append("server")

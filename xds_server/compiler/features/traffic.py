@@ -106,45 +106,6 @@ def hash_policy(affinity: SessionAffinity) -> rc_pb2.RouteAction.HashPolicy:
     return hp(connection_properties=hp.ConnectionProperties(source_ip=True))
 
 
-def patch_route_action(route: Route, action: rc_pb2.RouteAction) -> None:
-    """A split's weighted clusters, rewrites, hash policies and upgrades."""
-    if route.split is not None:
-        action.weighted_clusters.CopyFrom(_weighted_clusters(route.split))
-    if route.rewrite is not None:
-        rw = route.rewrite
-        if rw.prefix is not None:
-            action.prefix_rewrite = rw.prefix
-        if rw.regex is not None:
-            action.regex_rewrite.CopyFrom(
-                regex_pb2.RegexMatchAndSubstitute(
-                    pattern=regex_pb2.RegexMatcher(regex=rw.regex.pattern),
-                    substitution=rw.regex.substitution,
-                )
-            )
-        if rw.host is not None:
-            action.host_rewrite_literal = rw.host
-    if route.session_affinity is not None:
-        action.hash_policy.append(hash_policy(route.session_affinity))
-    if route.websocket is not None:
-        ws = route.websocket
-        action.upgrade_configs.append(
-            rc_pb2.RouteAction.UpgradeConfig(
-                upgrade_type="websocket", enabled=wrappers_pb2.BoolValue(value=ws.enabled)
-            )
-        )
-        if ws.idle_timeout is not None:  # overrides the route's own idle_timeout
-            action.idle_timeout.CopyFrom(duration(ws.idle_timeout))
-
-
-def patch_route(route: Route, out: rc_pb2.Route) -> None:
-    """Header mutations on a compiled route (proxied or direct response)."""
-    _apply_mutations(route.request_headers, route.response_headers, out)
-    if route.split is None and out.HasField("route"):
-        # Only a split may say which variant a request is in: neither the upstream nor the
-        # access log should see a value the client made up.
-        out.request_headers_to_remove.append(VARIANT_HEADER)
-
-
 def _sticky_matcher(sticky: Sticky, variant: Variant) -> rc_pb2.HeaderMatcher:
     if sticky.header is not None:
         return rc_pb2.HeaderMatcher(
@@ -162,42 +123,20 @@ def _sticky_matcher(sticky: Sticky, variant: Variant) -> rc_pb2.HeaderMatcher:
     )
 
 
-def expand(route: Route, out: rc_pb2.Route) -> list[rc_pb2.Route]:
-    """The Envoy routes one config route becomes (several for a sticky split).
-
-    Each variant with a weight above 0 gets a route ``<route>/<variant>`` before ``out``; a
-    variant at weight 0 gets none, so setting a weight to 0 drains it, sticky clients included
-    (they are drawn again, and a cookie is re-set).
-    """
-    split = route.split
-    if split is None or split.sticky is None:
-        return [out]
-    routes = []
-    for variant in split.variants:
-        if variant.weight == 0:
-            continue
-        sticky = rc_pb2.Route()
-        sticky.CopyFrom(out)
-        sticky.name = f"{out.name}/{variant.label}"
-        sticky.match.headers.append(_sticky_matcher(split.sticky, variant))
-        sticky.route.cluster = variant.service  # replaces weighted_clusters (a oneof)
-        sticky.request_headers_to_add.append(header(VARIANT_HEADER, variant.label, OVERWRITE))
-        routes.append(sticky)
-    return [*routes, out]
-
-
 def _apply_mutations(
     request: HeaderMutation | None,
     response: HeaderMutation | None,
     out: rc_pb2.Route | rc_pb2.VirtualHost,
 ) -> None:
     """Routes and virtual hosts carry the same four header-mutation fields."""
-    req_add, req_remove = _mutation(request)
-    out.request_headers_to_add.extend(req_add)
-    out.request_headers_to_remove.extend(req_remove)
-    resp_add, resp_remove = _mutation(response)
-    out.response_headers_to_add.extend(resp_add)
-    out.response_headers_to_remove.extend(resp_remove)
+    if request is not None:
+        req_add, req_remove = _mutation(request)
+        out.request_headers_to_add.extend(req_add)
+        out.request_headers_to_remove.extend(req_remove)
+    if response is not None:
+        resp_add, resp_remove = _mutation(response)
+        out.response_headers_to_add.extend(resp_add)
+        out.response_headers_to_remove.extend(resp_remove)
 
 
 class Traffic(Feature):
@@ -209,15 +148,66 @@ class Traffic(Feature):
     def patch_route_action(
         self, ctx: VirtualHostContext, route: Route, action: rc_pb2.RouteAction
     ) -> None:
-        patch_route_action(route, action)
+        """A split's weighted clusters, rewrites, hash policies and upgrades."""
+        if route.split is not None:
+            action.weighted_clusters.CopyFrom(_weighted_clusters(route.split))
+        if route.rewrite is not None:
+            rw = route.rewrite
+            if rw.prefix is not None:
+                action.prefix_rewrite = rw.prefix
+            if rw.regex is not None:
+                action.regex_rewrite.CopyFrom(
+                    regex_pb2.RegexMatchAndSubstitute(
+                        pattern=regex_pb2.RegexMatcher(regex=rw.regex.pattern),
+                        substitution=rw.regex.substitution,
+                    )
+                )
+            if rw.host is not None:
+                action.host_rewrite_literal = rw.host
+        if route.session_affinity is not None:
+            action.hash_policy.append(hash_policy(route.session_affinity))
+        if route.websocket is not None:
+            ws = route.websocket
+            action.upgrade_configs.append(
+                rc_pb2.RouteAction.UpgradeConfig(
+                    upgrade_type="websocket", enabled=wrappers_pb2.BoolValue(value=ws.enabled)
+                )
+            )
+            if ws.idle_timeout is not None:  # overrides the route's own idle_timeout
+                action.idle_timeout.CopyFrom(duration(ws.idle_timeout))
 
     def patch_route(self, ctx: VirtualHostContext, route: Route, out: rc_pb2.Route) -> None:
-        patch_route(route, out)
+        """Header mutations on a compiled route (proxied or direct response)."""
+        _apply_mutations(route.request_headers, route.response_headers, out)
+        if route.split is None and out.HasField("route"):
+            # Only a split may say which variant a request is in: neither the upstream nor
+            # the access log should see a value the client made up.
+            out.request_headers_to_remove.append(VARIANT_HEADER)
 
     def expand_route(
         self, ctx: VirtualHostContext, route: Route, out: rc_pb2.Route
     ) -> list[rc_pb2.Route]:
-        return expand(route, out)
+        """The Envoy routes one config route becomes (several for a sticky split).
+
+        Each variant with a weight above 0 gets a route ``<route>/<variant>`` before ``out``;
+        a variant at weight 0 gets none, so setting a weight to 0 drains it, sticky clients
+        included (they are drawn again, and a cookie is re-set).
+        """
+        split = route.split
+        if split is None or split.sticky is None:
+            return [out]
+        routes = []
+        for variant in split.variants:
+            if variant.weight == 0:
+                continue
+            sticky = rc_pb2.Route()
+            sticky.CopyFrom(out)
+            sticky.name = f"{out.name}/{variant.label}"
+            sticky.match.headers.append(_sticky_matcher(split.sticky, variant))
+            sticky.route.cluster = variant.service  # replaces weighted_clusters (a oneof)
+            sticky.request_headers_to_add.append(header(VARIANT_HEADER, variant.label, OVERWRITE))
+            routes.append(sticky)
+        return [*routes, out]
 
     def patch_vhost(self, ctx: VirtualHostContext, out: rc_pb2.VirtualHost) -> None:
         """Virtual-host header mutations (applied to every route of the virtual host)."""

@@ -38,7 +38,7 @@ from google.protobuf.message import Message
 from meshgate.loader import load_config
 from tests.xds_client import cluster, endpoints, route
 from xds_server.compiler import compile_snapshot
-from xds_server.snapshot.references import CLUSTER_FIELDS, resource_references
+from xds_server.snapshot.references import resource_references
 from xds_server.snapshot.snapshot import (
     CLUSTER,
     ENDPOINT,
@@ -48,6 +48,7 @@ from xds_server.snapshot.snapshot import (
     Resource,
     Snapshot,
 )
+from xds_server.snapshot.walker import CLUSTER_FIELDS
 
 QUICKSTART = Path(__file__).parent.parent / "examples" / "quickstart.yaml"
 ADS = config_source_pb2.ConfigSource(

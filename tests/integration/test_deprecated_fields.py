@@ -13,15 +13,12 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
 from envoy.extensions.filters.http.compressor.v3 import compressor_pb2
 
 from meshgate.loader import load_config
 from meshgate.proxy.envoy_process import find_envoy
 from xds_server.compiler import compile_snapshot
 from xds_server.publish.validation import static_bootstrap
-
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).parent.parent.parent
 CONFIGS = sorted([*(ROOT / "tests" / "golden").glob("*.yaml"), *(ROOT / "examples").glob("*.yaml")])

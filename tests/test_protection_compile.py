@@ -25,14 +25,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from meshgate.loader import ConfigError, parse_config
 from tests.test_docs_examples import examples
 from xds_server.compiler import compile_snapshot
-from xds_server.compiler.protection import (
-    BUFFER,
-    CACHE,
-    CACHE_STATUS_HEADER,
-    CORS,
-    RESPONSE_HEADERS,
-    compressor_name,
-)
+from xds_server.compiler.features.compression import compressor_name
+from xds_server.compiler.features.protection import CACHE_STATUS_HEADER
+from xds_server.compiler.filters import BUFFER, CACHE, CORS, RESPONSE_HEADERS
 from xds_server.publish.validation import ValidateModeValidator
 from xds_server.snapshot.snapshot import LISTENER, ROUTE
 

@@ -16,7 +16,7 @@ import pytest
 from meshgate.config import GatewayConfig
 from meshgate.loader import ConfigError, load_config, parse_config
 from xds_server.compiler import LOCAL_REPLY_MESSAGES, compile_snapshot
-from xds_server.compiler.resilience import (
+from xds_server.compiler.features.resilience import (
     AUTOMATIC_RETRY_BUDGET,
     circuit_breakers,
     effective_retries,
@@ -163,7 +163,7 @@ def test_envoy_accepts_every_compiled_form(case: Path) -> None:
 
 def test_other_endpoint_predicate_is_on_by_default_and_can_be_turned_off() -> None:
     from meshgate.config.resilience import RetryPolicy
-    from xds_server.compiler.resilience import retry_policy
+    from xds_server.compiler.features.resilience import retry_policy
 
     default = retry_policy(RetryPolicy())
     assert [p.name for p in default.retry_host_predicate] == [

@@ -20,7 +20,7 @@ from meshgate.config.traffic import check_header_value
 from meshgate.loader import ConfigError, parse_config
 from tests.test_docs_examples import examples
 from xds_server.compiler import compile_snapshot
-from xds_server.compiler.traffic import _sticky_matcher
+from xds_server.compiler.features.traffic import _sticky_matcher
 from xds_server.publish.validation import ValidateModeValidator
 from xds_server.snapshot.snapshot import ROUTE
 

@@ -1,4 +1,8 @@
-"""Listeners: the HTTP connection manager, JSON access logs and JSON local replies."""
+"""Spine: listeners with their HTTP connection manager, JSON access logs and local replies.
+
+Features add HTTP filters (placed by ``filters.py``'s order table), HCM settings and listener
+settings through their hooks; this module knows none of them by name.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,13 @@ from envoy.config.core.v3 import substitution_format_string_pb2 as sfs_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from google.protobuf import wrappers_pb2
 
-from xds_server.compiler import protection
 from xds_server.compiler.context import ListenerContext
+from xds_server.compiler.filters import http_filter_chain
 from xds_server.compiler.protos import ADS, json_format_string, pack, struct
 
 #: Fields of every access-log line (Envoy substitution formatter, JSON typed output).
@@ -128,12 +131,7 @@ def compile_listener(ctx: ListenerContext) -> listener_pb2.Listener:
         stat_prefix=listener.name,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(route_config_name=listener.name, config_source=ADS),
-        http_filters=[
-            *protection.http_filters(ctx),
-            hcm_pb2.HttpFilter(
-                name="envoy.filters.http.router", typed_config=pack(router_pb2.Router())
-            ),
-        ],
+        http_filters=http_filter_chain(ctx),
         access_log=[access_log()],
         local_reply_config=local_reply_config(),
         always_set_request_id_in_response=True,
@@ -144,7 +142,8 @@ def compile_listener(ctx: ListenerContext) -> listener_pb2.Listener:
         normalize_path=wrappers_pb2.BoolValue(value=True),
         merge_slashes=True,
     )
-    protection.apply_hcm(ctx, hcm)
+    for feature in ctx.features.patch_hcm:
+        feature.patch_hcm(ctx, hcm)
     out = listener_pb2.Listener(
         name=listener.name,
         address=address_pb2.Address(
@@ -163,5 +162,6 @@ def compile_listener(ctx: ListenerContext) -> listener_pb2.Listener:
             )
         ],
     )
-    protection.apply_listener(ctx, out)
+    for feature in ctx.features.patch_listener:
+        feature.patch_listener(ctx, out)
     return out

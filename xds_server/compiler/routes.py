@@ -1,4 +1,10 @@
-"""Route configurations: virtual hosts, route matches and route actions."""
+"""Spine: route configurations, virtual hosts, route matches and route actions.
+
+A route is built in fixed steps, each open to the features: the match and the target (one
+service), then ``patch_route_action`` (splits, rewrites, retries...), ``patch_route`` (header
+mutations, per-filter configs), ``expand_route`` (one config route may become several Envoy
+routes), and per virtual host ``patch_vhost``.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import wrappers_pb2
 
 from meshgate.config import HeaderMatch, Route, RouteMatch, route_name
-from xds_server.compiler import protection, resilience, traffic
-from xds_server.compiler.context import ListenerContext, RouteContext
+from xds_server.compiler.context import ListenerContext, VirtualHostContext
 from xds_server.compiler.protos import duration
 
 
@@ -55,8 +60,9 @@ def compile_match(match: RouteMatch) -> rc_pb2.RouteMatch:
     return rm
 
 
-def compile_route(route: Route, index: int, ctx: RouteContext) -> list[rc_pb2.Route]:
+def compile_route(ctx: VirtualHostContext, route: Route, index: int) -> list[rc_pb2.Route]:
     """One config route as Envoy routes (usually one; a sticky split needs one per variant)."""
+    features = ctx.features
     out = rc_pb2.Route(name=route_name(ctx.vhost, index, route), match=compile_match(route.match))
     if route.direct_response is not None:
         dr = route.direct_response
@@ -71,32 +77,40 @@ def compile_route(route: Route, index: int, ctx: RouteContext) -> list[rc_pb2.Ro
                 append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
             )
         )
-        traffic.apply_route(route, ctx, out)
-        protection.apply_route(route, ctx, out)
-        return [out]
-    action = traffic.route_action(route, ctx)
-    if route.timeout is not None:
-        action.timeout.CopyFrom(duration(route.timeout))
-    if route.idle_timeout is not None:
-        action.idle_timeout.CopyFrom(duration(route.idle_timeout))
-    resilience.apply_route(route, ctx, action)
-    out.route.CopyFrom(action)
-    traffic.apply_route(route, ctx, out)
-    protection.apply_route(route, ctx, out)
-    return traffic.expand(route, ctx, out)
+    else:
+        action = out.route
+        if route.service is not None:
+            action.cluster = route.service
+        else:
+            action.SetInParent()  # a split: a feature sets the target
+        if route.timeout is not None:
+            action.timeout.CopyFrom(duration(route.timeout))
+        if route.idle_timeout is not None:
+            action.idle_timeout.CopyFrom(duration(route.idle_timeout))
+        for feature in features.patch_route_action:
+            feature.patch_route_action(ctx, route, action)
+    for feature in features.patch_route:
+        feature.patch_route(ctx, route, out)
+    routes = [out]
+    for feature in features.expand_route:
+        if len(routes) == 1:
+            routes = feature.expand_route(ctx, route, routes[0])
+        else:
+            routes = [r for each in routes for r in feature.expand_route(ctx, route, each)]
+    return routes
 
 
 def compile_route_configuration(ctx: ListenerContext) -> route_pb2.RouteConfiguration:
     vhosts = []
     for vh in ctx.listener.virtual_hosts:
-        rctx = ctx.for_vhost(vh)
+        vctx = ctx.for_vhost(vh)
         out = rc_pb2.VirtualHost(
             name=vh.name,
             domains=vh.domains,
-            routes=[r for i, route in enumerate(vh.routes) for r in compile_route(route, i, rctx)],
+            routes=[r for i, route in enumerate(vh.routes) for r in compile_route(vctx, route, i)],
         )
-        traffic.apply_vhost(vh, out)
-        protection.apply_vhost(vh, ctx, out)
+        for feature in ctx.features.patch_vhost:
+            feature.patch_vhost(vctx, out)
         vhosts.append(out)
     # The more specific level wins: a route's header mutation overrides its virtual host's
     # (Envoy's default is the reverse, which surprises everyone who sets both).

@@ -27,12 +27,17 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 from google.protobuf import json_format
 
 from meshgate.proxy.bootstrap import BootstrapParams
@@ -231,38 +236,55 @@ class CanaryValidator:
 
 
 def static_bootstrap(snapshot: Snapshot) -> dict[str, object]:
-    """A bootstrap with the snapshot inlined: EDS clusters become STATIC with their endpoints."""
+    """A bootstrap with the snapshot inlined: EDS clusters become STATIC with their endpoints,
+    and each HTTP connection manager carries its route configuration instead of asking RDS.
+
+    Which endpoints and which route configuration belong where is what the snapshot's
+    reference walker says (``snapshot.references``), the same answer the consistency check
+    and the ADS planner use.
+    """
+    refs = snapshot.references
+    endpoints, routes = snapshot.of_type(ENDPOINT), snapshot.of_type(ROUTE)
     clusters = []
     for name, res in snapshot.of_type(CLUSTER).items():
         cluster = res.unpack()
         assert isinstance(cluster, cluster_pb2.Cluster)
-        if cluster.type == cluster_pb2.Cluster.EDS:
-            cla_res = snapshot.of_type(ENDPOINT).get(
-                cluster.eds_cluster_config.service_name or name
-            )
+        eds = [r.name for r in refs.of(CLUSTER, name) if r.type_url == ENDPOINT]
+        if eds:
             cluster.type = cluster_pb2.Cluster.STATIC
             cluster.ClearField("eds_cluster_config")
+            cla_res = endpoints.get(eds[0])
             if cla_res is not None:
                 cla = cla_res.unpack()
                 assert isinstance(cla, endpoint_pb2.ClusterLoadAssignment)
                 cluster.load_assignment.CopyFrom(cla)
         clusters.append(json_format.MessageToDict(cluster))
-    routes = {
-        name: json_format.MessageToDict(res.unpack())
-        for name, res in snapshot.of_type(ROUTE).items()
-    }
     listeners = []
-    for res in snapshot.of_type(LISTENER).values():
-        as_dict = json_format.MessageToDict(res.unpack())
-        for chain in as_dict.get("filterChains", []):
-            for flt in chain.get("filters", []):
-                tc = flt.get("typedConfig", {})
-                rds = tc.pop("rds", None)
-                if rds is not None:
-                    tc["routeConfig"] = routes.get(rds["routeConfigName"], {})
-        as_dict["bindToPort"] = False
-        listeners.append(as_dict)
+    for name, res in snapshot.of_type(LISTENER).items():
+        listener = res.unpack()
+        assert isinstance(listener, listener_pb2.Listener)
+        _inline_routes(listener, refs.children(ROUTE).get(name, frozenset()), routes)
+        listener.bind_to_port.value = False
+        listeners.append(json_format.MessageToDict(listener))
     return {"static_resources": {"clusters": clusters, "listeners": listeners}}
+
+
+def _inline_routes(
+    listener: listener_pb2.Listener, asked: frozenset[str], routes: Mapping[str, Resource]
+) -> None:
+    """Replace each HCM's RDS subscription to one of ``asked`` by the route configuration."""
+    for chain in [*listener.filter_chains, listener.default_filter_chain]:
+        for flt in chain.filters:
+            if not flt.typed_config.Is(hcm_pb2.HttpConnectionManager.DESCRIPTOR):
+                continue
+            hcm = hcm_pb2.HttpConnectionManager()
+            flt.typed_config.Unpack(hcm)
+            name = hcm.rds.route_config_name
+            if hcm.HasField("rds") and name in asked and name in routes:
+                rc = routes[name].unpack()
+                assert isinstance(rc, route_pb2.RouteConfiguration)
+                hcm.route_config.CopyFrom(rc)  # a oneof with rds: replaces it
+                flt.typed_config.Pack(hcm, deterministic=True)
 
 
 class ValidateModeValidator:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from envoy.config.listener.v3 import listener_pb2
 
-from xds_server.snapshot.references import PARENT, expected_names
+from xds_server.snapshot.references import PARENT
 from xds_server.snapshot.snapshot import LISTENER, ORDER, WILDCARD_TYPES, Resource, Snapshot
 
 #: name -> resource version: what a client holds of one type, or should hold.
@@ -263,7 +263,7 @@ class Planner:
         ptr = self._tracks.get(parent)
         if ptr is None or not ptr.active:
             return False
-        return not expected_names(snap, tr.type_url, ptr.client) <= tr.names
+        return not snap.references.expected_names(tr.type_url, ptr.client) <= tr.names
 
     def _send(
         self, tr: TypeTrack, state: State, bodies: dict[str, Resource], snap: Snapshot

@@ -12,44 +12,38 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
-ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+from xds_server.snapshot.references import References
+from xds_server.snapshot.type_urls import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    MESSAGE_TYPES,
+    ORDER,
+    ROUTE,
+    SHORT_NAMES,
+    WILDCARD_TYPES,
+    short_name,
+)
 
-#: Make-before-break order: a cluster (and its endpoints) must exist before a route points at it,
-#: and a listener before the route configuration it asks for.
-ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
-
-#: Types whose subscriptions are wildcard (Envoy asks for "everything"); SotW responses for these
-#: must always carry the full set, and removal is expressed by omission.
-WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
-
-SHORT_NAMES = {CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", ROUTE: "RDS"}
-
-_MESSAGE_TYPES: dict[str, type[Message]] = {
-    CLUSTER: cluster_pb2.Cluster,
-    ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
-    LISTENER: listener_pb2.Listener,
-    ROUTE: route_pb2.RouteConfiguration,
-}
-
-
-def short_name(type_url: str) -> str:
-    """CDS/EDS/LDS/RDS for logs and metrics; the bare message name for anything else."""
-    return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1])
+__all__ = [
+    "CLUSTER",
+    "ENDPOINT",
+    "LISTENER",
+    "ORDER",
+    "ROUTE",
+    "SHORT_NAMES",
+    "WILDCARD_TYPES",
+    "InconsistentSnapshotError",
+    "Resource",
+    "Snapshot",
+    "short_name",
+]
 
 
 def _digest(parts: Iterable[bytes]) -> str:
@@ -76,7 +70,7 @@ class Resource:
         return cls(name, packed.type_url, packed, _digest([packed.value]))
 
     def unpack(self) -> Message:
-        msg = _MESSAGE_TYPES[self.type_url]()
+        msg = MESSAGE_TYPES[self.type_url]()
         self.any.Unpack(msg)
         return msg
 
@@ -126,36 +120,17 @@ class Snapshot:
     def type_version(self, type_url: str) -> str:
         return self.versions.get(type_url, "")
 
+    @cached_property
+    def references(self) -> References:
+        """What each resource names (clusters, endpoints, route configurations), walked once
+        per snapshot object and shared by every stream that serves it."""
+        return References(self.resources)
+
     def consistency_errors(self) -> list[str]:
-        """Every dangling reference between resources, as readable sentences."""
-        errors: list[str] = []
-        clusters = self.of_type(CLUSTER)
-        endpoints = self.of_type(ENDPOINT)
-        routes = self.of_type(ROUTE)
-        for name, res in clusters.items():
-            cluster = res.unpack()
-            assert isinstance(cluster, cluster_pb2.Cluster)
-            if cluster.type == cluster_pb2.Cluster.EDS:
-                eds_name = cluster.eds_cluster_config.service_name or name
-                if eds_name not in endpoints:
-                    errors.append(f"cluster {name!r} has no endpoints resource {eds_name!r}")
-        for name, res in self.of_type(LISTENER).items():
-            listener = res.unpack()
-            assert isinstance(listener, listener_pb2.Listener)
-            for rc_name in _rds_names(listener):
-                if rc_name not in routes:
-                    errors.append(
-                        f"listener {name!r} references missing route configuration {rc_name!r}"
-                    )
-        for name, res in routes.items():
-            rc = res.unpack()
-            assert isinstance(rc, route_pb2.RouteConfiguration)
-            for cluster_name in _route_clusters(rc):
-                if cluster_name not in clusters:
-                    errors.append(
-                        f"route configuration {name!r} references missing cluster {cluster_name!r}"
-                    )
-        return errors
+        """Every dangling reference between resources, as readable sentences: a listener's
+        route configuration, a route's cluster, an EDS cluster's endpoints, and any cluster a
+        filter, access log or tracer names (see :mod:`xds_server.snapshot.references`)."""
+        return self.references.dangling()
 
     def check(self) -> Snapshot:
         errors = self.consistency_errors()
@@ -168,28 +143,3 @@ class Snapshot:
         if other is None:
             return False
         return all(self.type_version(t) == other.type_version(t) for t in ORDER if t != ENDPOINT)
-
-
-def _rds_names(listener: listener_pb2.Listener) -> list[str]:
-    names: list[str] = []
-    for chain in [*listener.filter_chains, listener.default_filter_chain]:
-        for flt in chain.filters:
-            if flt.typed_config.type_url.endswith("HttpConnectionManager"):
-                hcm = hcm_pb2.HttpConnectionManager()
-                flt.typed_config.Unpack(hcm)
-                if hcm.HasField("rds"):
-                    names.append(hcm.rds.route_config_name)
-    return names
-
-
-def _route_clusters(rc: route_pb2.RouteConfiguration) -> set[str]:
-    names: set[str] = set()
-    for vh in rc.virtual_hosts:
-        for route in vh.routes:
-            if route.HasField("route"):
-                action = route.route
-                if action.cluster:
-                    names.add(action.cluster)
-                for wc in action.weighted_clusters.clusters:
-                    names.add(wc.name)
-    return names

@@ -10,7 +10,6 @@ hop; what this module decides is only *which* settings, and the safe defaults ar
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterator
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
@@ -28,7 +27,9 @@ from meshgate.config.resilience import (
     RetryBudget,
     RetryPolicy,
 )
-from xds_server.compiler.context import RouteContext
+from xds_server.compiler.clusters import set_upstream_http_options, upstream_http_options
+from xds_server.compiler.context import CompileContext, VirtualHostContext
+from xds_server.compiler.feature import Feature
 from xds_server.compiler.protos import duration, pack
 
 #: The budget every retried service gets unless its circuit breakers say otherwise: retries
@@ -87,13 +88,6 @@ def retry_policy(policy: RetryPolicy) -> rc_pb2.RetryPolicy:
     return out
 
 
-def apply_route(route: Route, ctx: RouteContext, action: rc_pb2.RouteAction) -> None:
-    """Set the route's retry policy on ``action``."""
-    policy = effective_retries(route, ctx.config)
-    if policy is not None and policy.active:
-        action.retry_policy.CopyFrom(retry_policy(policy))
-
-
 # --- which services are retried -------------------------------------------------------------
 
 
@@ -111,42 +105,19 @@ def _targets(route: Route) -> list[str]:
     return []
 
 
-def _compute_retried_services(config: GatewayConfig) -> frozenset[str]:
+def retried_services(config: GatewayConfig) -> frozenset[str]:
+    """Names of the services some route (or their own default) retries requests to.
+
+    A whole-config answer that every cluster needs: :class:`Resilience` computes it once per
+    compile (in the compile context's memo), never once per service, which would cost
+    services x routes (10 million steps for 10,000 routes over 1,000 services).
+    """
     retried = {s.name for s in config.services if s.retries is not None and s.retries.active}
     for route in _routes(config):
         policy = effective_retries(route, config)
         if policy is not None and policy.active:
             retried.update(_targets(route))
     return frozenset(retried)
-
-
-class _LastConfig:
-    """Remembers the retried services of the config being compiled.
-
-    ``compile_cluster`` runs once per service and each needs the same whole-config answer;
-    recomputing it per service would cost services x routes (10 million steps for 10,000
-    routes over 1,000 services). The config is immutable and held weakly, so this is a cache
-    of a pure function, not state.
-    """
-
-    def __init__(self) -> None:
-        self._config: weakref.ref[GatewayConfig] | None = None
-        self._value: frozenset[str] = frozenset()
-
-    def retried_services(self, config: GatewayConfig) -> frozenset[str]:
-        if self._config is None or self._config() is not config:
-            value = _compute_retried_services(config)
-            self._config, self._value = weakref.ref(config), value
-            return value
-        return self._value
-
-
-_last = _LastConfig()
-
-
-def retried_services(config: GatewayConfig) -> frozenset[str]:
-    """Names of the services some route (or their own default) retries requests to."""
-    return _last.retried_services(config)
 
 
 # --- clusters -------------------------------------------------------------------------------
@@ -236,9 +207,8 @@ def health_check(hc: HealthCheck, service: Service) -> health_check_pb2.HealthCh
 
 
 def common_http_options(service: Service) -> protocol_pb2.HttpProtocolOptions | None:
-    """Connection-pool settings, for the cluster's ``HttpProtocolOptions`` (built in
-    ``clusters.py`` together with the upstream protocol, since Envoy takes both in one
-    message)."""
+    """Connection-pool settings, for the cluster's ``HttpProtocolOptions`` (which also holds
+    the upstream protocol the spine sets: Envoy takes both in one message)."""
     pool = service.connection_pool
     if pool is None or (pool.idle_timeout is None and pool.max_requests_per_connection is None):
         return None
@@ -250,19 +220,42 @@ def common_http_options(service: Service) -> protocol_pb2.HttpProtocolOptions | 
     return out
 
 
-def apply_cluster(service: Service, config: GatewayConfig, cluster: cluster_pb2.Cluster) -> None:
-    """Set thresholds, outlier detection, health checks and the lb policy (pool settings go
-    through :func:`common_http_options`)."""
+def patch_cluster(service: Service, retried: frozenset[str], cluster: cluster_pb2.Cluster) -> None:
+    """Set thresholds, outlier detection, health checks, the lb policy and pool settings."""
     cluster.lb_policy = LB_POLICIES[service.lb_policy]
     breakers = service.circuit_breakers
     needs_budget = breakers is None or (
         breakers.max_retries is None and breakers.retry_budget is None
     )
-    retried = needs_budget and service.name in retried_services(config)
-    cb = circuit_breakers(breakers, retried)
+    cb = circuit_breakers(breakers, needs_budget and service.name in retried)
     if cb is not None:
         cluster.circuit_breakers.CopyFrom(cb)
     if service.outlier_detection is not None:
         cluster.outlier_detection.CopyFrom(outlier_detection(service.outlier_detection))
     if service.health_check is not None:
         cluster.health_checks.append(health_check(service.health_check, service))
+    common = common_http_options(service)
+    if common is not None:
+        options = upstream_http_options(cluster, service)
+        options.common_http_protocol_options.CopyFrom(common)
+        set_upstream_http_options(cluster, options)
+
+
+class Resilience(Feature):
+    """Retries on routes; thresholds, outlier detection, health checks, load balancing and
+    connection pools on clusters. No HTTP filter: Envoy's router and cluster manager do it."""
+
+    name = "resilience"
+
+    def patch_route_action(
+        self, ctx: VirtualHostContext, route: Route, action: rc_pb2.RouteAction
+    ) -> None:
+        policy = effective_retries(route, ctx.config)
+        if policy is not None and policy.active:
+            action.retry_policy.CopyFrom(retry_policy(policy))
+
+    def patch_cluster(
+        self, ctx: CompileContext, service: Service, cluster: cluster_pb2.Cluster
+    ) -> None:
+        retried = ctx.memoized("resilience.retried", lambda: retried_services(ctx.config))
+        patch_cluster(service, retried, cluster)

@@ -19,7 +19,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import wrappers_pb2
 
-from meshgate.config import Route, VirtualHost
+from meshgate.config import Route
 from meshgate.config.traffic import (
     VARIANT_HEADER,
     HeaderMutation,
@@ -28,7 +28,8 @@ from meshgate.config.traffic import (
     Sticky,
     Variant,
 )
-from xds_server.compiler.context import RouteContext
+from xds_server.compiler.context import VirtualHostContext
+from xds_server.compiler.feature import Feature
 from xds_server.compiler.protos import duration
 
 Headers = list[base_pb2.HeaderValueOption]
@@ -88,13 +89,6 @@ def _weighted_clusters(split: Split) -> rc_pb2.WeightedCluster:
     )
 
 
-def route_action(route: Route, ctx: RouteContext) -> rc_pb2.RouteAction:
-    """The action's target: one cluster, or weighted clusters for a split."""
-    if route.split is not None:
-        return rc_pb2.RouteAction(weighted_clusters=_weighted_clusters(route.split))
-    return rc_pb2.RouteAction(cluster=route.service or "")
-
-
 def hash_policy(affinity: SessionAffinity) -> rc_pb2.RouteAction.HashPolicy:
     hp = rc_pb2.RouteAction.HashPolicy
     if affinity.cookie is not None:
@@ -110,42 +104,6 @@ def hash_policy(affinity: SessionAffinity) -> rc_pb2.RouteAction.HashPolicy:
     if affinity.header is not None:
         return hp(header=hp.Header(header_name=affinity.header))
     return hp(connection_properties=hp.ConnectionProperties(source_ip=True))
-
-
-def apply_route(route: Route, ctx: RouteContext, out: rc_pb2.Route) -> None:
-    """Rewrites, header mutations, hash policies and upgrades on a compiled route."""
-    _apply_mutations(route.request_headers, route.response_headers, out)
-    if not out.HasField("route"):
-        return  # a direct response: only the response headers apply
-    if route.split is None:
-        # Only a split may say which variant a request is in: neither the upstream nor the
-        # access log should see a value the client made up.
-        out.request_headers_to_remove.append(VARIANT_HEADER)
-    action = out.route
-    if route.rewrite is not None:
-        rw = route.rewrite
-        if rw.prefix is not None:
-            action.prefix_rewrite = rw.prefix
-        if rw.regex is not None:
-            action.regex_rewrite.CopyFrom(
-                regex_pb2.RegexMatchAndSubstitute(
-                    pattern=regex_pb2.RegexMatcher(regex=rw.regex.pattern),
-                    substitution=rw.regex.substitution,
-                )
-            )
-        if rw.host is not None:
-            action.host_rewrite_literal = rw.host
-    if route.session_affinity is not None:
-        action.hash_policy.append(hash_policy(route.session_affinity))
-    if route.websocket is not None:
-        ws = route.websocket
-        action.upgrade_configs.append(
-            rc_pb2.RouteAction.UpgradeConfig(
-                upgrade_type="websocket", enabled=wrappers_pb2.BoolValue(value=ws.enabled)
-            )
-        )
-        if ws.idle_timeout is not None:
-            action.idle_timeout.CopyFrom(duration(ws.idle_timeout))
 
 
 def _sticky_matcher(sticky: Sticky, variant: Variant) -> rc_pb2.HeaderMatcher:
@@ -165,44 +123,92 @@ def _sticky_matcher(sticky: Sticky, variant: Variant) -> rc_pb2.HeaderMatcher:
     )
 
 
-def expand(route: Route, ctx: RouteContext, out: rc_pb2.Route) -> list[rc_pb2.Route]:
-    """The Envoy routes one config route becomes (several for a sticky split).
-
-    Each variant with a weight above 0 gets a route ``<route>/<variant>`` before ``out``; a
-    variant at weight 0 gets none, so setting a weight to 0 drains it, sticky clients included
-    (they are drawn again, and a cookie is re-set).
-    """
-    split = route.split
-    if split is None or split.sticky is None:
-        return [out]
-    routes = []
-    for variant in split.variants:
-        if variant.weight == 0:
-            continue
-        sticky = rc_pb2.Route()
-        sticky.CopyFrom(out)
-        sticky.name = f"{out.name}/{variant.label}"
-        sticky.match.headers.append(_sticky_matcher(split.sticky, variant))
-        sticky.route.cluster = variant.service  # replaces weighted_clusters (a oneof)
-        sticky.request_headers_to_add.append(header(VARIANT_HEADER, variant.label, OVERWRITE))
-        routes.append(sticky)
-    return [*routes, out]
-
-
-def apply_vhost(vhost: VirtualHost, out: rc_pb2.VirtualHost) -> None:
-    """Virtual-host header mutations (applied to every route of the virtual host)."""
-    _apply_mutations(vhost.request_headers, vhost.response_headers, out)
-
-
 def _apply_mutations(
     request: HeaderMutation | None,
     response: HeaderMutation | None,
     out: rc_pb2.Route | rc_pb2.VirtualHost,
 ) -> None:
     """Routes and virtual hosts carry the same four header-mutation fields."""
-    req_add, req_remove = _mutation(request)
-    out.request_headers_to_add.extend(req_add)
-    out.request_headers_to_remove.extend(req_remove)
-    resp_add, resp_remove = _mutation(response)
-    out.response_headers_to_add.extend(resp_add)
-    out.response_headers_to_remove.extend(resp_remove)
+    if request is not None:
+        req_add, req_remove = _mutation(request)
+        out.request_headers_to_add.extend(req_add)
+        out.request_headers_to_remove.extend(req_remove)
+    if response is not None:
+        resp_add, resp_remove = _mutation(response)
+        out.response_headers_to_add.extend(resp_add)
+        out.response_headers_to_remove.extend(resp_remove)
+
+
+class Traffic(Feature):
+    """Rewrites, header mutation, splits, session affinity and WebSocket: route fields only,
+    no HTTP filter."""
+
+    name = "traffic"
+
+    def patch_route_action(
+        self, ctx: VirtualHostContext, route: Route, action: rc_pb2.RouteAction
+    ) -> None:
+        """A split's weighted clusters, rewrites, hash policies and upgrades."""
+        if route.split is not None:
+            action.weighted_clusters.CopyFrom(_weighted_clusters(route.split))
+        if route.rewrite is not None:
+            rw = route.rewrite
+            if rw.prefix is not None:
+                action.prefix_rewrite = rw.prefix
+            if rw.regex is not None:
+                action.regex_rewrite.CopyFrom(
+                    regex_pb2.RegexMatchAndSubstitute(
+                        pattern=regex_pb2.RegexMatcher(regex=rw.regex.pattern),
+                        substitution=rw.regex.substitution,
+                    )
+                )
+            if rw.host is not None:
+                action.host_rewrite_literal = rw.host
+        if route.session_affinity is not None:
+            action.hash_policy.append(hash_policy(route.session_affinity))
+        if route.websocket is not None:
+            ws = route.websocket
+            action.upgrade_configs.append(
+                rc_pb2.RouteAction.UpgradeConfig(
+                    upgrade_type="websocket", enabled=wrappers_pb2.BoolValue(value=ws.enabled)
+                )
+            )
+            if ws.idle_timeout is not None:  # overrides the route's own idle_timeout
+                action.idle_timeout.CopyFrom(duration(ws.idle_timeout))
+
+    def patch_route(self, ctx: VirtualHostContext, route: Route, out: rc_pb2.Route) -> None:
+        """Header mutations on a compiled route (proxied or direct response)."""
+        _apply_mutations(route.request_headers, route.response_headers, out)
+        if route.split is None and out.HasField("route"):
+            # Only a split may say which variant a request is in: neither the upstream nor
+            # the access log should see a value the client made up.
+            out.request_headers_to_remove.append(VARIANT_HEADER)
+
+    def expand_route(
+        self, ctx: VirtualHostContext, route: Route, out: rc_pb2.Route
+    ) -> list[rc_pb2.Route]:
+        """The Envoy routes one config route becomes (several for a sticky split).
+
+        Each variant with a weight above 0 gets a route ``<route>/<variant>`` before ``out``;
+        a variant at weight 0 gets none, so setting a weight to 0 drains it, sticky clients
+        included (they are drawn again, and a cookie is re-set).
+        """
+        split = route.split
+        if split is None or split.sticky is None:
+            return [out]
+        routes = []
+        for variant in split.variants:
+            if variant.weight == 0:
+                continue
+            sticky = rc_pb2.Route()
+            sticky.CopyFrom(out)
+            sticky.name = f"{out.name}/{variant.label}"
+            sticky.match.headers.append(_sticky_matcher(split.sticky, variant))
+            sticky.route.cluster = variant.service  # replaces weighted_clusters (a oneof)
+            sticky.request_headers_to_add.append(header(VARIANT_HEADER, variant.label, OVERWRITE))
+            routes.append(sticky)
+        return [*routes, out]
+
+    def patch_vhost(self, ctx: VirtualHostContext, out: rc_pb2.VirtualHost) -> None:
+        """Virtual-host header mutations (applied to every route of the virtual host)."""
+        _apply_mutations(ctx.vhost.request_headers, ctx.vhost.response_headers, out)

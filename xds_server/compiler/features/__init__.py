@@ -1,0 +1,27 @@
+"""The registered compiler features, one module each.
+
+Adding a feature is one module here, one line in :data:`FEATURES` and, if it adds an HTTP
+filter, one row in ``xds_server/compiler/filters.py`` (see ``docs/adding-a-feature.md``).
+The order of :data:`FEATURES` is the order in which the spine calls their hooks; it matters
+only where two features append to the same repeated field, which the goldens pin.
+"""
+
+from __future__ import annotations
+
+from xds_server.compiler.feature import Feature
+from xds_server.compiler.features.compression import Compression
+from xds_server.compiler.features.cors import Cors
+from xds_server.compiler.features.protection import Protection
+from xds_server.compiler.features.resilience import Resilience
+from xds_server.compiler.features.traffic import Traffic
+
+#: Every feature the compiler applies, as stateless instances.
+FEATURES: tuple[Feature, ...] = (
+    Traffic(),
+    Resilience(),
+    Cors(),
+    Compression(),
+    Protection(),
+)
+
+__all__ = ["FEATURES"]

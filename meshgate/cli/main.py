@@ -21,7 +21,7 @@ from meshgate.cli.up_options import add_up_arguments, up_options
 from meshgate.files import DEFAULT_MAX_CONFIG_BYTES, read_config_text
 from meshgate.loader import ConfigError, LoadedConfig, load_config, print_problems
 from meshgate.problems import Problem
-from meshgate.redact import redact_text
+from meshgate.redact import escape, redact_text
 from meshgate.runtime.help_format import DefaultsHelpFormatter
 
 
@@ -203,7 +203,9 @@ def format_status(s: dict[str, Any]) -> str:
             f"  {_ago(nk.get('at'))}  {nk['node_id']} {nk['type']} {nk['version']}{times}: "
             f"{nk['error']}"
         )
-    return "\n".join(out)
+    # Everything above came over HTTP from whatever answers --url, and quotes clients we do
+    # not trust (node ids, NACK text): no line may carry a newline or a terminal escape.
+    return "\n".join(escape(line) for line in out)
 
 
 def _cmd_status(a: argparse.Namespace) -> int:

@@ -108,7 +108,7 @@ class _Walk:
         if isinstance(event, ScalarEvent):
             value: str | None = event.value
         elif isinstance(event, AliasEvent):
-            value = self.scalar_anchors.get(event.anchor)
+            value = self.scalar_anchors.get(event.anchor or "")
         else:
             value = None
         if value is None:  # a complex key, or an alias of one
@@ -128,7 +128,7 @@ class _Walk:
         skip = 0
         for event in yaml.parse(text, Loader=_Loader):
             kind = type(event)
-            if kind is ScalarEvent and event.anchor is not None:
+            if isinstance(event, ScalarEvent) and event.anchor is not None:
                 self.scalar_anchors[event.anchor] = event.value
             if skip:
                 if kind in _STARTS:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 
-from tests.xds_client import AdsServer, DeltaClient, SotwClient, mesh, serve_ads
+from tests.xds_client import AdsServer, DeltaClient, SotwClient, mesh, serve_ads, until
+from xds_server.server.ads import DEFAULT_MAX_STREAMS
 from xds_server.server.stream import MAX_NODE_TEXT
 from xds_server.snapshot.cache import DEFAULT_GROUP
 from xds_server.snapshot.snapshot import CLUSTER, ENDPOINT
@@ -62,3 +64,32 @@ async def test_made_up_type_urls_are_capped_and_real_types_still_served(
         assert len(st.types) <= 64  # not one per made-up type
     finally:
         await client.close()
+
+
+async def test_streams_past_the_limit_are_refused_and_the_served_ones_keep_going(
+    ads: AdsServer,
+) -> None:
+    """Anyone who reaches the port can open streams; past the limit they are refused with
+    RESOURCE_EXHAUSTED (Envoy retries with backoff) instead of growing the control plane."""
+    assert 100 <= DEFAULT_MAX_STREAMS <= 10_000
+    ads.servicer.max_streams = 3
+    clients = [SotwClient(ads.address, f"n{i}") for i in range(3)]
+    extra = SotwClient(ads.address, "one-too-many")
+    later = None
+    try:
+        for c in clients:
+            c.request(CLUSTER)
+            await c.recv()
+        extra.request(CLUSTER)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await extra.recv()
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert ads.servicer.refused_streams == 1 and ads.servicer.stream_count == 3
+        await clients.pop().close()
+        await until(lambda: ads.servicer.stream_count == 2)
+        later = SotwClient(ads.address, "later")
+        later.request(CLUSTER)
+        assert (await later.recv()).type_url == CLUSTER
+    finally:
+        for c in [*clients, extra, *([later] if later else [])]:
+            await c.close()

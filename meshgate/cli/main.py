@@ -220,11 +220,14 @@ def _cmd_status(a: argparse.Namespace) -> int:
     except (OSError, http.client.HTTPException) as exc:
         print(f"error: cannot reach the control plane at {a.url}: {exc}", file=sys.stderr)
         return 1
-    if a.json:
-        print(json.dumps(status, indent=2))
-    else:
-        print(format_status(status))
-    return 2 if unhealthy(status) else 0
+    try:  # whatever answers --url is not trusted to have meshgate's shape
+        text = json.dumps(status, indent=2) if a.json else format_status(status)
+        bad = unhealthy(status)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        print(f"error: {a.url} answered, but not with meshgate's status JSON", file=sys.stderr)
+        return 1
+    print(text)
+    return 2 if bad else 0
 
 
 def unhealthy(status: dict[str, Any]) -> bool:

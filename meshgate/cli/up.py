@@ -244,7 +244,15 @@ def _supervise(opts: UpOptions, config_path: str, config: GatewayConfig) -> int:
     return code
 
 
+#: Largest /status answer read (a fleet of thousands of Envoys is a few megabytes); a larger
+#: or endless answer is not meshgate's, and must not grow ``meshgate status`` without bound.
+MAX_STATUS_BYTES = 64 * 1024 * 1024
+
+
 def fetch_status(url: str) -> dict[str, object]:
     with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=5) as resp:
-        data: dict[str, object] = json.loads(resp.read())
+        body = resp.read(MAX_STATUS_BYTES + 1)
+        if len(body) > MAX_STATUS_BYTES:
+            raise ValueError(f"the answer is larger than {MAX_STATUS_BYTES >> 20} MB")
+        data: dict[str, object] = json.loads(body)
         return data

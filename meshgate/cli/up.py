@@ -218,8 +218,10 @@ def _supervise(opts: UpOptions, config_path: str, config: GatewayConfig) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         supervisor.request_stop()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # SIGHUP too: a closed terminal (or ssh session) used to kill us outright, leaving
+    # Envoy's directory behind and the children to the parent-death signal
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     code = 0
     try:
         supervisor.start()

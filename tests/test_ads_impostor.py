@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from tests.xds_client import AdsServer, DeltaClient, SotwClient, mesh, serve_ads, until
+from xds_server.server import delta
 from xds_server.server.ads import DEFAULT_MAX_STREAMS
 from xds_server.server.stream import MAX_NODE_TEXT
 from xds_server.snapshot.cache import DEFAULT_GROUP
@@ -74,12 +75,12 @@ async def test_streams_past_the_limit_are_refused_and_the_served_ones_keep_going
     assert 100 <= DEFAULT_MAX_STREAMS <= 10_000
     ads.servicer.max_streams = 3
     clients = [SotwClient(ads.address, f"n{i}") for i in range(3)]
-    extra = SotwClient(ads.address, "one-too-many")
-    later = None
+    extra = later = None
     try:
         for c in clients:
             c.request(CLUSTER)
             await c.recv()
+        extra = SotwClient(ads.address, "one-too-many")  # a call starts when it is made
         extra.request(CLUSTER)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await extra.recv()
@@ -91,5 +92,30 @@ async def test_streams_past_the_limit_are_refused_and_the_served_ones_keep_going
         later.request(CLUSTER)
         assert (await later.recv()).type_url == CLUSTER
     finally:
-        for c in [*clients, extra, *([later] if later else [])]:
-            await c.close()
+        for c in [*clients, extra, later]:
+            if c is not None:
+                await c.close()
+
+
+async def test_delta_subscriptions_stop_growing_at_the_limit(
+    ads: AdsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Delta subscriptions accumulate request after request: an impostor naming new made-up
+    resources forever must not grow the stream without bound."""
+    monkeypatch.setattr(delta, "MAX_NAMES", 100)
+
+    def stream_names() -> set[str]:
+        (stream,) = ads.servicer._streams
+        return stream.planner.track(ENDPOINT).names
+
+    client = DeltaClient(ads.address, "imp")
+    try:
+        client.request(ENDPOINT, ["a"])
+        client.ack(await client.recv())
+        for batch in range(5):
+            client.request(ENDPOINT, [f"made-up-{batch}-{i}" for i in range(60)])
+        client.request(ENDPOINT, unsubscribe=["a"])  # handled after every batch above
+        await until(lambda: "a" not in stream_names())
+        assert 60 <= len(stream_names()) <= 100
+    finally:
+        await client.close()

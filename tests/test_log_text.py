@@ -141,3 +141,11 @@ def test_terminal_escapes_and_newlines_from_children_are_shown_escaped() -> None
     assert out.count(b"\n") == 2 and b"\nFAKE" not in out  # one line, plus the tail's line
     assert access.count(b"\n") == 1 and raw.count(b"\n") == 1
     assert b"\\x1b[2J\\x1b]0;owned\\x07\\nFAKE" in access
+
+
+def test_a_deeply_nested_json_line_is_shown_as_text() -> None:
+    """json.loads recurses once per level: a line of 100,000 '[' raised RecursionError,
+    which killed the relay thread of ``meshgate up``."""
+    deep = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    out = fmt().format("x", "log", deep)
+    assert out.startswith(b'08:00:00 x             {"a":[[[') and out.endswith(b"}\n")

@@ -78,7 +78,7 @@ class TextFormatter:
         if line.startswith(b"{"):
             try:
                 record = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # deep nesting: json recurses per level
                 record = None
         if not isinstance(record, dict):
             text = escape(line.decode(errors="replace").rstrip("\r"))

@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from prometheus_client import generate_latest
 
 from tests.xds_client import AdsServer, DeltaClient, SotwClient, mesh, serve_ads, until
+from xds_server.metrics import XdsMetrics
 from xds_server.server import delta
 from xds_server.server.ads import DEFAULT_MAX_STREAMS
 from xds_server.server.stream import MAX_NODE_TEXT
@@ -119,3 +121,27 @@ async def test_delta_subscriptions_stop_growing_at_the_limit(
         assert 60 <= len(stream_names()) <= 100
     finally:
         await client.close()
+
+
+async def test_made_up_types_share_one_metric_label(ads: AdsServer) -> None:
+    """Metrics are labelled by type: a label per type URL a client names would give an
+    impostor unbounded series in /metrics."""
+    metrics = XdsMetrics()
+    ads.registry.add_listener(metrics.on_event)
+    clients = [SotwClient(ads.address, f"imp{i}") for i in range(3)]
+    try:
+        for n, client in enumerate(clients):
+            client.request(CLUSTER)
+            await client.recv()
+            for i in range(5):
+                client.request(f"type.googleapis.com/made.up.Type{n}x{i}")
+                await client.recv()
+        text = generate_latest(metrics.registry).decode()
+        sent = [ln for ln in text.splitlines() if ln.startswith("meshgate_xds_responses_total{")]
+        assert sorted(sent) == [
+            'meshgate_xds_responses_total{type="CDS"} 3.0',
+            'meshgate_xds_responses_total{type="other"} 15.0',
+        ]
+    finally:
+        for client in clients:
+            await client.close()

@@ -72,6 +72,9 @@ class _Walk:
         self.found: dict[Loc, tuple[Position, Position | None, bool]] = {}
         self.duplicates: list[tuple[Loc, Position]] = []
         self.duplicate_count = 0
+        #: anchor -> value of the scalars anchored so far, for an alias used as a key
+        #: (``&k name: a`` then ``*k : b`` in the same mapping is a duplicate of ``name``).
+        self.scalar_anchors: dict[str, str] = {}
 
     def _child_path(self, frame: _Frame | None) -> Loc | None:
         if frame is None:
@@ -102,16 +105,22 @@ class _Walk:
 
     def _key(self, frame: _Frame, event: Any) -> None:
         frame.want_key = False
-        if not isinstance(event, ScalarEvent):
+        if isinstance(event, ScalarEvent):
+            value: str | None = event.value
+        elif isinstance(event, AliasEvent):
+            value = self.scalar_anchors.get(event.anchor or "")
+        else:
+            value = None
+        if value is None:  # a complex key, or an alias of one
             frame.key = frame.key_pos = None
             return
-        frame.key, frame.key_pos = event.value, _pos(event)
+        frame.key, frame.key_pos = value, _pos(event)
         if self.prefixes is None and frame.path is not None:
-            if event.value in frame.seen:
+            if value in frame.seen:
                 self.duplicate_count += 1
                 if len(self.duplicates) < MAX_PROBLEMS:
-                    self.duplicates.append(((*frame.path, event.value), _pos(event)))
-            frame.seen.add(event.value)
+                    self.duplicates.append(((*frame.path, value), _pos(event)))
+            frame.seen.add(value)
 
     def run(self, text: str) -> None:
         stack: list[_Frame] = []
@@ -119,6 +128,8 @@ class _Walk:
         skip = 0
         for event in yaml.parse(text, Loader=_Loader):
             kind = type(event)
+            if isinstance(event, ScalarEvent) and event.anchor is not None:
+                self.scalar_anchors[event.anchor] = event.value
             if skip:
                 if kind in _STARTS:
                     skip += 1

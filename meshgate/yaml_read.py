@@ -156,6 +156,8 @@ def read_yaml(text: str, source: str, limits: YamlLimits = DEFAULT_LIMITS) -> An
             problem(source, loc, "duplicate key (YAML keeps only the last one)", pos)
             for loc, pos in found
         ]
+        if not problems:  # never an error without a reason, even if the walk missed it
+            problems, count = [Problem(source, "", "duplicate key in a mapping")], 1
         raise ConfigError(problems, omitted=count - len(found)) from None
     except yaml.YAMLError as fast_exc:
         # Where PyYAML accepts what libyaml refused (e.g. a lone surrogate escape), libyaml's

@@ -271,3 +271,35 @@ def test_status_against_no_control_plane_is_one_line_each() -> None:
         )
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[]", b'{"config": 1}', b'{"envoys": [{}]}', b'{"config": {"errors": [1]}}', b"1"],
+)
+def test_status_from_a_server_that_is_json_but_not_meshgate_is_one_line(body: bytes) -> None:
+    """Whatever answers --url is untrusted: JSON of another shape used to end in a Python
+    traceback (AttributeError, KeyError) instead of an error line."""
+    import http.server
+    import threading
+
+    class OtherJson(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), OtherJson)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        result = meshgate("status", "--url", url)
+        assert (result.returncode, result.stderr) == (
+            1,
+            f"error: {url} answered, but not with meshgate's status JSON\n",
+        ), result.stderr
+    finally:
+        server.shutdown()

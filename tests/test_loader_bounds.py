@@ -166,6 +166,22 @@ def test_duplicate_key_in_an_aliased_mapping_is_reported_once() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("&k listeners : []\n*k : []\n", "t.yaml:2:1: listeners: duplicate key"),
+        ("m: {&k a: 1, b: 2}\nn: {a: 1, *k : 2}\n", "t.yaml:2:11: n.a: duplicate key"),
+        ("? [&k a]\n: 1\nb: {*k : 1, a: 2}\n", "t.yaml:1:3: invalid YAML: found unhashable"),
+    ],
+)
+def test_an_alias_used_as_a_key_is_located_as_its_scalar(text: str, expected: str) -> None:
+    """An anchored scalar repeated as a key through its alias is a duplicate key like any
+    other: it used to give a ConfigError with no problem in it (``validate`` printed nothing
+    and exited 1)."""
+    [found] = problems(text)
+    assert found.startswith(expected), found
+
+
 def test_problem_lists_are_cut_with_the_exact_count(capsys: pytest.CaptureFixture[str]) -> None:
     keys = "".join(f"k{i}: 1\nk{i}: 2\n" for i in range(250))
     with pytest.raises(ConfigError) as info:

@@ -122,3 +122,49 @@ def test_a_reader_that_went_away_does_not_stop_the_relay() -> None:
     sink.write(b"nobody reads this\n")  # EPIPE: dropped, no exception
     assert sink.broken
     os.close(w)
+
+
+def test_a_full_disk_drops_output_but_the_relay_keeps_draining_the_children() -> None:
+    """``meshgate up > access.log`` on a full disk: the write fails with ENOSPC. The relay
+    thread used to die of it, after which a child blocks on its next line once its pipe is
+    full; now the lines are dropped and the child writes on."""
+    full = os.open("/dev/full", os.O_WRONLY)
+    sink = Sink(full)
+    sink.write(b"lost\n")
+    assert sink.dropped == 5 and not sink.broken
+    relay = LogRelay(sink, sink)
+    w_out, w_err, logs = relay.attach(None, None)
+    # 8 MB in lines, far more than the pipe holds: it only finishes if the relay drains
+    writer = "import os\nline = b'x' * 1023 + b'\\n'\nfor _ in range(8192): os.write(1, line)\n"
+    proc = subprocess.Popen([sys.executable, "-c", writer], stdout=w_out, stderr=w_err)
+    os.close(w_out)
+    os.close(w_err)
+    try:
+        assert proc.wait(30) == 0
+        assert logs.wait_closed(10)
+        assert sink.dropped >= 8 << 20
+    finally:
+        proc.kill()
+        relay.close()
+        os.close(full)
+
+
+def test_a_formatter_that_fails_lets_the_lines_through_as_written(tmp_path: Path) -> None:
+    def broken(line: bytes) -> bytes:
+        raise RuntimeError("formatter bug")
+
+    out_file = (tmp_path / "out").open("wb")
+    relay = LogRelay(Sink(out_file.fileno()), Sink(out_file.fileno()))
+    w_out, w_err, logs = relay.attach(broken, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import os; os.write(1, b'a\\n'); os.write(1, b'b\\n')"],
+        stdout=w_out,
+        stderr=w_err,
+    )
+    os.close(w_out)
+    os.close(w_err)
+    assert proc.wait(10) == 0
+    assert logs.wait_closed(10)
+    relay.close()
+    out_file.close()
+    assert (tmp_path / "out").read_bytes() == b"a\nb\n"

@@ -125,3 +125,27 @@ def test_time_stamps_convert_to_the_local_zone() -> None:
     plus_two = TextFormatter(localtime=lambda t: time.gmtime(t + 7200))
     out = plus_two.format("envoy", "access", line(ACCESS))
     assert out.startswith(b"19:24:43 access")
+
+
+def test_terminal_escapes_and_newlines_from_children_are_shown_escaped() -> None:
+    """A child's line (or a value it quotes from a client, an impostor's node id) must not
+    clear the operator's screen, retitle the terminal or forge a second log line."""
+    f = fmt(fields=True)
+    hostile = "\x1b[2J\x1b]0;owned\x07\nFAKE"
+    record = {"level": "warn\x1b[5m", "message": hostile, "node_id": hostile, "tail": [hostile]}
+    out = f.format("control-plane", "log", line(record))
+    access = f.format("access", "access", line({**ACCESS, "path": hostile, "details": hostile}))
+    raw = f.format("envoy", "log", b"raw \x1b[2J\x07 line")
+    for text in (out, access, raw):
+        assert b"\x1b" not in text and b"\x07" not in text, text
+    assert out.count(b"\n") == 2 and b"\nFAKE" not in out  # one line, plus the tail's line
+    assert access.count(b"\n") == 1 and raw.count(b"\n") == 1
+    assert b"\\x1b[2J\\x1b]0;owned\\x07\\nFAKE" in access
+
+
+def test_a_deeply_nested_json_line_is_shown_as_text() -> None:
+    """json.loads recurses once per level: a line of 100,000 '[' raised RecursionError,
+    which killed the relay thread of ``meshgate up``."""
+    deep = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    out = fmt().format("x", "log", deep)
+    assert out.startswith(b'08:00:00 x             {"a":[[[') and out.endswith(b"}\n")

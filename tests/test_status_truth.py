@@ -194,3 +194,29 @@ async def test_a_fleet_refusal_is_not_shown_as_serving_and_clears_on_revert(
     await client.expect_silence(0.6)  # and the refused version is not retried any more
     await client.close()
     await asyncio.sleep(0)
+
+
+def test_status_text_escapes_what_clients_and_the_server_put_in_it() -> None:
+    """``meshgate status`` prints node ids an impostor chose and NACK text an Envoy wrote, and
+    trusts whatever answers --url no more: no terminal escape or extra line gets through."""
+    hostile = "\x1b[2J\x1b]0;owned\x07\nFAKE published   snapshot x"
+    status = {
+        "config": {"source": hostile, "version": "v1", "errors": [{"message": hostile}]},
+        "fleet": {"connected": 1, "refusals": [{"types": ["LDS"], "error": hostile}]},
+        "envoys": [
+            {
+                "node_id": hostile,
+                "protocol": "sotw",
+                "peer": hostile,
+                "connected_at": 0,
+                "state": "refused",
+                "snapshot": "v1",
+                "types": {"LDS": {"state": "refused", "nack_error": hostile}},
+            }
+        ],
+        "recent_nacks": [{"node_id": hostile, "type": "LDS", "version": "v1", "error": hostile}],
+    }
+    text = format_status(status)
+    assert "\x1b" not in text and "\x07" not in text
+    assert not any(line.startswith("FAKE") for line in text.splitlines()), text
+    assert "\\x1b[2J\\x1b]0;owned\\x07\\nFAKE" in text

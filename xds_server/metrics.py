@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from xds_server.server.status import ENVOY_STATES, StatusEvent
-from xds_server.snapshot.snapshot import short_name
+from xds_server.snapshot.snapshot import SHORT_NAMES
 
 
 class XdsMetrics:
@@ -87,7 +87,9 @@ class XdsMetrics:
         return 1.0 if self._config_accepted() and not refused else 0.0
 
     def on_event(self, event: StatusEvent) -> None:
-        t = short_name(event.type_url) if event.type_url else ""
+        # A label per type a client names would let an impostor add series without bound
+        # (one per made-up type URL); the four types meshgate serves, and "other".
+        t = SHORT_NAMES.get(event.type_url, "other")
         if event.kind == "opened":
             self.streams.labels(event.stream.protocol).inc()
         elif event.kind == "closed":

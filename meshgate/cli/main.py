@@ -21,7 +21,7 @@ from meshgate.cli.up_options import add_up_arguments, up_options
 from meshgate.files import DEFAULT_MAX_CONFIG_BYTES, read_config_text
 from meshgate.loader import ConfigError, LoadedConfig, load_config, print_problems
 from meshgate.problems import Problem
-from meshgate.redact import redact_text
+from meshgate.redact import escape, redact_text
 from meshgate.runtime.help_format import DefaultsHelpFormatter
 
 
@@ -203,7 +203,9 @@ def format_status(s: dict[str, Any]) -> str:
             f"  {_ago(nk.get('at'))}  {nk['node_id']} {nk['type']} {nk['version']}{times}: "
             f"{nk['error']}"
         )
-    return "\n".join(out)
+    # Everything above came over HTTP from whatever answers --url, and quotes clients we do
+    # not trust (node ids, NACK text): no line may carry a newline or a terminal escape.
+    return "\n".join(escape(line) for line in out)
 
 
 def _cmd_status(a: argparse.Namespace) -> int:
@@ -218,11 +220,14 @@ def _cmd_status(a: argparse.Namespace) -> int:
     except (OSError, http.client.HTTPException) as exc:
         print(f"error: cannot reach the control plane at {a.url}: {exc}", file=sys.stderr)
         return 1
-    if a.json:
-        print(json.dumps(status, indent=2))
-    else:
-        print(format_status(status))
-    return 2 if unhealthy(status) else 0
+    try:  # whatever answers --url is not trusted to have meshgate's shape
+        text = json.dumps(status, indent=2) if a.json else format_status(status)
+        bad = unhealthy(status)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        print(f"error: {a.url} answered, but not with meshgate's status JSON", file=sys.stderr)
+        return 1
+    print(text)
+    return 2 if bad else 0
 
 
 def unhealthy(status: dict[str, Any]) -> bool:

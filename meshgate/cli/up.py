@@ -218,8 +218,10 @@ def _supervise(opts: UpOptions, config_path: str, config: GatewayConfig) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         supervisor.request_stop()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # SIGHUP too: a closed terminal (or ssh session) used to kill us outright, leaving
+    # Envoy's directory behind and the children to the parent-death signal
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     code = 0
     try:
         supervisor.start()
@@ -244,7 +246,15 @@ def _supervise(opts: UpOptions, config_path: str, config: GatewayConfig) -> int:
     return code
 
 
+#: Largest /status answer read (a fleet of thousands of Envoys is a few megabytes); a larger
+#: or endless answer is not meshgate's, and must not grow ``meshgate status`` without bound.
+MAX_STATUS_BYTES = 64 * 1024 * 1024
+
+
 def fetch_status(url: str) -> dict[str, object]:
     with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=5) as resp:
-        data: dict[str, object] = json.loads(resp.read())
+        body = resp.read(MAX_STATUS_BYTES + 1)
+        if len(body) > MAX_STATUS_BYTES:
+            raise ValueError(f"the answer is larger than {MAX_STATUS_BYTES >> 20} MB")
+        data: dict[str, object] = json.loads(body)
         return data

@@ -45,10 +45,15 @@ class Sink:
         self.fd = fd
         self.lock = threading.Lock()
         self.broken = False
+        #: Bytes that could not be written (a full disk) and were dropped.
+        self.dropped = 0
 
     def write(self, data: bytes) -> None:
         """Write all of ``data`` before anyone else may write here. A reader that went away
-        (EPIPE) is not our failure: the gateway keeps running and the output is dropped."""
+        (EPIPE) is not our failure: the gateway keeps running and the output is dropped. Nor
+        is a full disk (``meshgate up > access.log``): the data is dropped and later writes
+        try again. Never raising matters: the relay thread must keep draining the children's
+        pipes, or a child blocks on its next log line (the control plane froze that way)."""
         if not data:
             return
         with self.lock:
@@ -59,11 +64,14 @@ class Sink:
                 except BlockingIOError:  # an inherited non-blocking descriptor
                     select.select([], [self.fd], [])
                     continue
+                except InterruptedError:
+                    continue
                 except OSError as exc:
                     if exc.errno in (errno.EPIPE, errno.EBADF, errno.EIO):
                         self.broken = True
-                        return
-                    raise
+                    else:  # ENOSPC, EDQUOT, EFBIG...: this data is lost, the next may not be
+                        self.dropped += len(view)
+                    return
                 view = view[n:]
 
 
@@ -93,7 +101,10 @@ class _Stream:
         """Write complete lines (``whole`` ends with a newline) in one call."""
         if self.fmt is not None:
             fmt = self.fmt
-            whole = b"".join([fmt(line) for line in whole[:-1].split(b"\n")])
+            try:
+                whole = b"".join([fmt(line) for line in whole[:-1].split(b"\n")])
+            except Exception:  # a formatter bug must not end the relay: lines pass as written
+                pass
         self.sink.write(whole)
         if self.tail is not None:
             keep = self.tail.maxlen or 0

@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+from meshgate.redact import escape
+
 Kind = Literal["log", "access"]
 
 _LEVELS = {
@@ -42,9 +44,9 @@ _LEVEL_COLOR = {"WARN": _YELLOW, "ERROR": _RED, "CRIT": _RED, "DEBUG": _DIM, "TR
 def _value(v: Any) -> str:
     """A field value as it reads best after ``key=``: bare when unambiguous, else JSON."""
     if isinstance(v, str):
-        if v and not any(c in v for c in ' "=\n\t'):
+        if v and v.isprintable() and not any(c in v for c in ' "='):
             return v
-        return json.dumps(v)
+        return json.dumps(v)  # escapes control characters
     return json.dumps(v, separators=(",", ":"), default=str)
 
 
@@ -76,10 +78,10 @@ class TextFormatter:
         if line.startswith(b"{"):
             try:
                 record = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # deep nesting: json recurses per level
                 record = None
         if not isinstance(record, dict):
-            text = line.decode(errors="replace").rstrip("\r")
+            text = escape(line.decode(errors="replace").rstrip("\r"))
             return f"{self._clock(None)} {label:<{self.label_width}} {text}\n".encode()
         if kind == "access":
             return self._access(record)
@@ -107,24 +109,26 @@ class TextFormatter:
 
     def _log(self, label: str, r: dict[str, Any]) -> bytes:
         level = str(r.get("level", "info"))
-        name = _LEVELS.get(level.lower(), level.upper()[:5])
+        name = _LEVELS.get(level.lower(), escape(level.upper()[:5]))
         parts = [
             self._clock(r.get("time")),
             f"{label:<{self.label_width}}",
             self._paint(f"{name:<5}", _LEVEL_COLOR.get(name)),
-            str(r.get("message", "")),
+            escape(str(r.get("message", ""))),
         ]
         extra: list[str] = []
         for key, v in r.items():
             if key in _STANDARD:
                 continue
             if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
-                extra += [f"    | {x}" for x in v]  # e.g. the last lines of a child's stderr
+                extra += [
+                    f"    | {escape(x)}" for x in v
+                ]  # e.g. the last lines of a child's stderr
             elif self.fields:
                 parts.append(f"{key}={_value(v)}")
         exc = r.get("exception")
         if isinstance(exc, str):
-            extra += ["    " + x for x in exc.splitlines()]
+            extra += ["    " + escape(x) for x in exc.splitlines()]
         return ("\n".join([" ".join(parts), *extra]) + "\n").encode()
 
     def _access(self, r: dict[str, Any]) -> bytes:
@@ -135,19 +139,19 @@ class TextFormatter:
         parts = [
             self._clock(r.get("time")),
             f"{'access':<{self.label_width}}",
-            str(r.get("method") or "-"),
-            str(r.get("path") or "-"),
+            escape(str(r.get("method") or "-")),
+            escape(str(r.get("path") or "-")),
             self._paint(str(status if status is not None else "-"), color),
-            f"{r.get('duration_ms', '-')}ms",
+            escape(f"{r.get('duration_ms', '-')}ms"),
         ]
         if r.get("upstream_cluster"):
-            parts.append(str(r["upstream_cluster"]))
+            parts.append(escape(str(r["upstream_cluster"])))
         if r.get("variant"):
-            parts.append(f"variant={r['variant']}")
+            parts.append(f"variant={_value(r['variant'])}")
         flags = r.get("flags")
         if flags and flags != "-":
-            parts.append(str(flags))
+            parts.append(escape(str(flags)))
         details = r.get("details")
         if details and details not in ("via_upstream", "-"):
-            parts.append(f"({details})")
+            parts.append(f"({escape(str(details))})")
         return (" ".join(parts) + "\n").encode()

@@ -39,6 +39,10 @@ from meshgate.runtime.settings import ServiceSettings, split_address
 
 log = logging.getLogger("meshgate.service")
 
+#: Signals that start a graceful stop. SIGHUP is one of them: a control plane run from a
+#: terminal or ssh session that closes was otherwise killed outright, skipping its cleanup.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 #: How often health is brought in line with ``App.ready()``: readiness is the app's to compute
 #: (it may depend on another process), so the shell samples it rather than being told.
 READINESS_INTERVAL = 0.2
@@ -137,9 +141,9 @@ class Service:
         self._follow = asyncio.create_task(self._follow_readiness())
 
     async def run(self, app: App) -> int:
-        """Start, serve until SIGTERM/SIGINT, stop; the process exit code."""
+        """Start, serve until SIGTERM/SIGINT/SIGHUP, stop; the process exit code."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
         try:
             try:
@@ -150,7 +154,7 @@ class Service:
             await self._stop.wait()
             return await self.shutdown()
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in _STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
 
     def _on_signal(self, sig: int) -> None:

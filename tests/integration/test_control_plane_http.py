@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import grpc
+import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -80,9 +81,12 @@ def canary_socket(cp: ControlPlane) -> Path:
     return Path(endpoint["address"]["pipe"]["path"])
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_closes_streams_and_exits_cleanly(
-    tmp_path: Path, upstreams: Upstreams, listener_port: int
+    tmp_path: Path, upstreams: Upstreams, listener_port: int, sig: signal.Signals
 ) -> None:
+    """SIGHUP (the terminal or ssh session of a directly run control plane closed) too: it
+    used to kill the process outright, leaving the canary's private directory behind."""
     config = tmp_path / "gateway.yaml"
     routes = [{"match": {"prefix": "/"}, "service": "alpha"}]
     write_config(config, base_config(upstreams, listener_port, routes))
@@ -96,7 +100,7 @@ def test_sigterm_closes_streams_and_exits_cleanly(
         assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
         assert stat.S_IMODE(sock.stat().st_mode) == 0o600
         assert cp.proc is not None
-        cp.proc.send_signal(signal.SIGTERM)
+        cp.proc.send_signal(sig)
         assert cp.proc.wait(timeout=10) == 0
         logs = cp.logs()
         assert "control plane stopped" in logs and "Traceback" not in logs

@@ -18,7 +18,7 @@ from .harness import child_pids, wait_until
 from .up_stack import alive, quickstart_on_free_ports, up_argv
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_up_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     config, port = quickstart_on_free_ports(tmp_path)
     admin = free_port()

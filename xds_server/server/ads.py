@@ -14,6 +14,8 @@ client on the public port is a fleet node whatever node id it sends.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -25,6 +27,15 @@ from xds_server.server.sotw import SotwStream
 from xds_server.server.status import StatusRegistry
 from xds_server.server.stream import AdsStream
 from xds_server.snapshot.cache import DEFAULT_GROUP, SnapshotCache
+
+log = logging.getLogger("meshgate.xds")
+
+#: Most ADS streams one servicer serves at once. Each costs tens of kilobytes (its state, its
+#: status entry, gRPC's buffers) and anyone who reaches the port can open them: 2,000 streams
+#: from one impostor held 190 MB. A fleet larger than this runs several control planes.
+DEFAULT_MAX_STREAMS = 2048
+#: Seconds between two log lines about refused streams (a flood must not flood the log).
+_REFUSAL_LOG_INTERVAL = 10.0
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
@@ -39,8 +50,13 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
         registry: StatusRegistry,
         nack_retry: float = 30.0,
         group: str = DEFAULT_GROUP,
+        max_streams: int = DEFAULT_MAX_STREAMS,
     ) -> None:
         self.group = group
+        self.max_streams = max_streams
+        self.refused_streams = 0
+        self._refusals_logged = 0
+        self._refusal_logged_at = -_REFUSAL_LOG_INTERVAL
         self._nack_retry = nack_retry
         self._cache = cache
         self._registry = registry
@@ -88,11 +104,30 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
     ) -> None:
         if self._closing:
             return
+        if len(self._streams) >= self.max_streams:
+            self._refuse()
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this control plane serves at most {self.max_streams} xDS streams",
+            )
         self._streams.add(stream)
         try:
             await stream.serve(requests, context.write)
         finally:
             self._streams.discard(stream)
+
+    def _refuse(self) -> None:
+        self.refused_streams += 1
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= _REFUSAL_LOG_INTERVAL:
+            log.warning(
+                "xds stream refused: %d streams open, the most this control plane serves "
+                "(%d refused since the last such line)",
+                len(self._streams),
+                self.refused_streams - self._refusals_logged,
+                extra={"fields": {"group": self.group, "max_streams": self.max_streams}},
+            )
+            self._refusal_logged_at, self._refusals_logged = now, self.refused_streams
 
 
 def add_to_server(server: grpc.aio.Server, servicer: AdsServicer) -> None:

@@ -30,6 +30,12 @@ from xds_server.server.planner import Step, TypeTrack, default_wildcard
 from xds_server.server.stream import AdsStream, log
 from xds_server.snapshot.snapshot import Snapshot
 
+#: Most resource names one delta stream may subscribe to per type. Subscriptions accumulate
+#: over requests (unlike SotW, where each request restates them within one message), so an
+#: impostor could otherwise grow them without bound; a 100,000-route config has 10,000 EDS
+#: names.
+MAX_NAMES = 250_000
+
 
 class DeltaStream(
     AdsStream[discovery_pb2.DeltaDiscoveryRequest, discovery_pb2.DeltaDiscoveryResponse]
@@ -47,10 +53,9 @@ class DeltaStream(
 
     def handle(self, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
         type_url = request.type_url
-        if not type_url:
-            log.warning("delta request without type_url ignored", extra={"fields": self._fields()})
+        tr = self.type_track(type_url)
+        if tr is None:
             return
-        tr = self.planner.track(type_url)
         nonce = request.response_nonce
         if self.planner.is_stale(tr, nonce):
             log.debug(
@@ -72,7 +77,8 @@ class DeltaStream(
     def _open_type(self, tr: TypeTrack, subscribe: set[str], initial: dict[str, str]) -> None:
         tr.active = True
         tr.wildcard = default_wildcard(tr.type_url, subscribe)
-        tr.names = subscribe - {"*"}
+        names = subscribe - {"*"}
+        tr.names = names if len(names) <= MAX_NAMES else set(sorted(names)[:MAX_NAMES])
         tr.client = {n: v for n, v in initial.items() if tr.in_scope(n)}
         tr.must_answer = True
 
@@ -85,6 +91,14 @@ class DeltaStream(
         if "*" in subscribe and not tr.wildcard:
             tr.wildcard = tr.resubscribed = True
         added = subscribe - {"*"} - tr.names
+        room = MAX_NAMES - len(tr.names)
+        if len(added) > room:
+            log.warning(
+                "delta client subscribes to more than %d names of one type; the rest are ignored",
+                MAX_NAMES,
+                extra={"fields": self._fields(tr.type_url, ignored=len(added) - max(0, room))},
+            )
+            added = set(sorted(added)[: max(0, room)])
         if added:
             tr.names |= added
             tr.resubscribed = True

@@ -152,6 +152,13 @@ class Planner:
             tr = self._tracks[type_url] = TypeTrack(type_url)
         return tr
 
+    def follows(self, type_url: str) -> bool:
+        """Whether the client has asked for ``type_url`` on this stream."""
+        return type_url in self._tracks
+
+    def type_count(self) -> int:
+        return len(self._tracks)
+
     def active_types(self) -> list[str]:
         """Type URLs the client follows, in push order."""
         return [tr.type_url for tr in self._active()]

@@ -40,10 +40,9 @@ class SotwStream(AdsStream[discovery_pb2.DiscoveryRequest, discovery_pb2.Discove
 
     def handle(self, request: discovery_pb2.DiscoveryRequest) -> None:
         type_url = request.type_url
-        if not type_url:
-            log.warning("sotw request without type_url ignored", extra={"fields": self._fields()})
+        tr = self.type_track(type_url)
+        if tr is None:
             return
-        tr = self.planner.track(type_url)
         nonce = request.response_nonce
         if self.planner.is_stale(tr, nonce):
             log.debug(

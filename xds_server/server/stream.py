@@ -18,12 +18,22 @@ from typing import ClassVar, Generic, TypeVar
 
 from envoy.config.core.v3 import base_pb2
 
+from meshgate.redact import excerpt
 from xds_server.server.planner import Planner, Step, TypeTrack
 from xds_server.server.status import StatusRegistry, StreamStatus
 from xds_server.snapshot.cache import CANARY_GROUP, CANARY_NODE_PREFIX, SnapshotCache
 from xds_server.snapshot.snapshot import WILDCARD_TYPES, Snapshot, short_name
 
 log = logging.getLogger("meshgate.xds")
+
+#: Most resource types one stream may follow. Envoy asks for a handful (CDS, EDS, LDS, RDS,
+#: SDS, RTDS...); a client naming thousands of made-up type URLs would otherwise grow the
+#: stream's state, its status entry and the cost of every plan without bound.
+MAX_TYPES = 32
+#: Longest node id or cluster kept from what a client claims: they end up in every log line
+#: and status entry of the stream, and an impostor may send megabytes (a 1 MB id on 200
+#: streams held 700 MB) or terminal escapes.
+MAX_NODE_TEXT = 256
 
 ReqT = TypeVar("ReqT")
 RespT = TypeVar("RespT")
@@ -53,6 +63,7 @@ class AdsStream(ABC, Generic[ReqT, RespT]):
         #: Fixed by the server the stream arrived on, never by the client's node id.
         self.group = group
         self.node_id = ""
+        self._refused_types = False
 
     # -- protocol hooks -------------------------------------------------------------------
 
@@ -71,6 +82,28 @@ class AdsStream(ABC, Generic[ReqT, RespT]):
     @abstractmethod
     def build(self, step: Step, snap: Snapshot) -> RespT:
         """Turn a planned step into this protocol's response message."""
+
+    def type_track(self, type_url: str) -> TypeTrack | None:
+        """The planner's track for a request's type, or None for a request to ignore: one
+        without a type, or one for a new type past :data:`MAX_TYPES` (said once a stream)."""
+        if not type_url:
+            log.warning(
+                "%s request without type_url ignored",
+                self.protocol,
+                extra={"fields": self._fields()},
+            )
+            return None
+        if self.planner.follows(type_url) or self.planner.type_count() < MAX_TYPES:
+            return self.planner.track(type_url)
+        if not self._refused_types:
+            self._refused_types = True
+            log.warning(
+                "xds client asks for more than %d resource types; requests for further types "
+                "are ignored",
+                MAX_TYPES,
+                extra={"fields": self._fields(type=excerpt(type_url, 80))},
+            )
+        return None
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -130,9 +163,13 @@ class AdsStream(ABC, Generic[ReqT, RespT]):
         if node is None:
             log.warning("xds stream without node on its first request; using an empty node")
             node = base_pb2.Node()
-        self.node_id = node.id
+        self.node_id = excerpt(node.id, MAX_NODE_TEXT)
         self.status = self._registry.opened(
-            node.id, node.cluster, self.protocol, self._peer, self.group
+            self.node_id,
+            excerpt(node.cluster, MAX_NODE_TEXT),
+            self.protocol,
+            self._peer,
+            self.group,
         )
         log.info("xds stream opened", extra={"fields": self._fields()})
         if self.group != CANARY_GROUP and node.id.startswith(CANARY_NODE_PREFIX):

@@ -34,7 +34,8 @@ def test_not_ready_until_a_valid_config_then_metrics_follow(
         assert cp.get("/healthz")[0] == 200
         code, body = cp.get("/readyz")
         assert code == 503 and json.loads(body)["reason"] == "no valid config published yet"
-        errors = cp.status()["config"]["errors"]
+        # the first file is read and compiled by a worker process: its verdict follows
+        errors = wait_until(lambda: cp.status()["config"]["errors"], 10, "the first verdict")
         assert errors[0]["path"] == "listeners" and errors[0]["line"] == 1
         assert _metric(cp.get("/metrics")[1], "meshgate_config_valid") == 0
 

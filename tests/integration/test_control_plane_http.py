@@ -91,8 +91,13 @@ def test_sigterm_closes_streams_and_exits_cleanly(
     envoy = Envoy(cp.xds_port)
     try:
         wait_until(lambda: cp.status()["envoys"], 10, "Envoy connected")
-        # the standard gRPC health service answers on the xDS port
-        assert _grpc_health(cp.xds_port) == health_pb2.HealthCheckResponse.SERVING
+        # the standard gRPC health service answers on the xDS port; it follows readiness (the
+        # first config, compiled by a worker after start) within the shell's 0.2 s sampling
+        wait_until(
+            lambda: _grpc_health(cp.xds_port) == health_pb2.HealthCheckResponse.SERVING,
+            5,
+            "gRPC health SERVING",
+        )
         sock = canary_socket(cp)
         assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
         assert stat.S_IMODE(sock.stat().st_mode) == 0o600

@@ -90,7 +90,11 @@ class ControlPlane(ControlPlaneProcess):
     """``python -m xds_server`` on free loopback ports; its log goes to a temp file."""
 
     def __init__(
-        self, config_path: Path, validator: str = "canary", poll_interval: float = 0.05
+        self,
+        config_path: Path,
+        validator: str = "canary",
+        poll_interval: float = 0.05,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.log = tempfile.NamedTemporaryFile(prefix="bench-xds-", suffix=".log", delete=False)
         super().__init__(
@@ -98,7 +102,13 @@ class ControlPlane(ControlPlaneProcess):
             free_port(),
             free_port(),
             validator,
-            extra_args=("--poll-interval", str(poll_interval), "--log-level", "WARNING"),
+            extra_args=(
+                "--poll-interval",
+                str(poll_interval),
+                "--log-level",
+                "WARNING",
+                *extra_args,
+            ),
             stdout=self.log,
             stderr=self.log,
         )

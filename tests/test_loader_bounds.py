@@ -240,13 +240,13 @@ async def test_control_plane_status_gets_the_bounded_list(tmp_path: Path) -> Non
     path = tmp_path / "gateway.yaml"
     plane = ControlPlane(Settings(str(path), validator="none"))
     path.write_text(alias_bomb(9), encoding="utf-8")
-    await plane.source.check_once()
+    await plane.check_config()
     [error] = plane.status()["config"]["errors"]
     assert error["message"].startswith("aliases expand to more than 100000 nodes")
     assert (error["line"], error["column"]) == (5, 32)
 
     path.write_text("".join(f"k{i}: 1\nk{i}: 2\n" for i in range(250)), encoding="utf-8")
-    await plane.source.check_once()
+    await plane.check_config()
     errors = plane.status()["config"]["errors"]
     assert len(errors) == MAX_PROBLEMS + 1
     assert errors[-1] == {

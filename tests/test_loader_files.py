@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 
 from meshgate.files import DEFAULT_MAX_CONFIG_BYTES, read_config_text
-from meshgate.loader import ConfigError, LoadedConfig, load_config
+from meshgate.loader import ConfigError, load_config
 from xds_server.app import ControlPlane, Settings, parse_args
-from xds_server.sources.file import FileConfigSource
 
 ROOT = Path(__file__).parent.parent
 GOOD = (
@@ -186,29 +185,18 @@ def test_configmap_style_symlinks_are_followed(tmp_path: Path) -> None:
     assert loaded.config.services[0].name == "web"
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.configs: list[LoadedConfig] = []
-        self.errors: list[ConfigError] = []
-
-    async def on_config(self, loaded: LoadedConfig) -> None:
-        self.configs.append(loaded)
-
-    def on_error(self, err: ConfigError, digest: str) -> None:
-        self.errors.append(err)
-
-
 async def test_watcher_reports_fifo_and_dev_zero_then_recovers(tmp_path: Path) -> None:
     """The running control plane's watcher: each refusal is a problem (shown by status),
-    the event loop is never blocked, and swapping the link back to a file recovers."""
+    the event loop is never blocked (the file is read by the compile worker), and swapping
+    the link back to a file recovers."""
     good = tmp_path / "good.yaml"
     good.write_text(GOOD, encoding="utf-8")
     link = tmp_path / "gateway.yaml"
     link.symlink_to(good)
-    rec = Recorder()
-    source = FileConfigSource(link, rec.on_config, rec.on_error)
-    await source.check_once()
-    assert len(rec.configs) == 1
+    plane = ControlPlane(Settings(str(link), validator="none"))
+    await plane.check_config()
+    published = plane.status()["config"]["version"]
+    assert published is not None
 
     for target, what in (("/dev/zero", "a character device"), (None, "a FIFO (named pipe)")):
         link.unlink()
@@ -216,21 +204,23 @@ async def test_watcher_reports_fifo_and_dev_zero_then_recovers(tmp_path: Path) -
             os.mkfifo(link)
         else:
             link.symlink_to(target)
-        await source.check_once()
-        assert rec.errors[-1].problems[0].message.startswith(f"is {what}, not a regular file")
-    assert len(rec.errors) == 2
+        await plane.check_config()
+        [error] = plane.status()["config"]["errors"]
+        assert error["message"].startswith(f"is {what}, not a regular file")
+        assert plane.status()["config"]["version"] == published
 
     link.unlink()
     link.symlink_to(good)  # the same good text as before: still news after the refusals
-    await source.check_once()
-    assert len(rec.configs) == 2
+    await plane.check_config()
+    assert plane.status()["config"]["errors"] == []
+    await plane.compiler.stop()
 
 
 async def test_control_plane_status_shows_the_refusal(tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
     path.symlink_to("/dev/zero")
     plane = ControlPlane(Settings(str(path), validator="none"))
-    await plane.source.check_once()
+    await plane.check_config()
     [error] = plane.status()["config"]["errors"]
     assert error["file"] == str(path)
     assert error["message"].startswith("is a character device, not a regular file")
@@ -241,4 +231,4 @@ def test_control_plane_takes_max_config_bytes() -> None:
     assert settings.max_config_bytes == 1234
     assert parse_args(["--config", "x.yaml"]).max_config_bytes == DEFAULT_MAX_CONFIG_BYTES
     plane = ControlPlane(settings)
-    assert plane.source.max_bytes == 1234
+    assert plane.compiler.max_bytes == 1234

@@ -65,7 +65,7 @@ async def test_envoys_objection_is_located_by_the_locator_and_keeps_its_origin()
     await pub.offer(GOOD, "d1")
     validator.objections = ["Error adding/updating listener(s) l1: no", "something general"]
 
-    def locate(message: str) -> list[Problem]:
+    async def locate(message: str) -> list[Problem]:
         if "l1" in message:
             return [Problem("gateway.yaml", "listeners[0]", message, 2, 5)]
         return []

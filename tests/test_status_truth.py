@@ -62,12 +62,13 @@ async def plane(tmp_path: Path) -> AsyncIterator[ControlPlane]:
             xds_address="127.0.0.1:0",
             admin_address="127.0.0.1:0",
             validator="none",
-            poll_interval=3600,  # the test calls check_once() itself
+            poll_interval=3600,  # the test calls check_config() itself
             nack_retry=0.3,
         )
     )
     service = make_service(cp)
     await service.start(cp)
+    await cp.check_config()  # the first file compiled and published
     try:
         yield cp
     finally:
@@ -81,7 +82,7 @@ def gauge(cp: ControlPlane, name: str, **labels: str) -> float | None:
 
 async def edit(cp: ControlPlane, text: str) -> None:
     Path(cp.settings.config).write_text(text)
-    await cp.source.check_once()
+    await cp.check_config()
 
 
 async def connect(cp: ControlPlane) -> SotwClient:
@@ -119,7 +120,7 @@ async def test_restoring_the_file_after_a_read_error_clears_the_rejection(
     else:
         path.unlink()
         path.mkdir()
-    await plane.source.check_once()
+    await plane.check_config()
     status = plane.status()
     assert status["config"]["errors"][0]["message"].startswith(reason)
     assert unhealthy(status)

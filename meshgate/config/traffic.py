@@ -340,10 +340,12 @@ Issue = tuple[tuple[str | int, ...], str]
 def route_issues(config: GatewayConfig, route: Route, path: tuple[str | int, ...]) -> list[Issue]:
     """Cross-checks of one route's traffic policies against the services they target."""
     issues: list[Issue] = []
-    known = ", ".join(sorted(s.name for s in config.services)) or "none"
     if route.split is not None:
         for vi, variant in enumerate(route.split.variants):
             if config.service(variant.service) is None:
+                # listed only when needed: built for every route, it made checking 10,000
+                # routes over 1,000 services take 0.75 s (quadratic)
+                known = ", ".join(sorted(s.name for s in config.services)) or "none"
                 issues.append(
                     (
                         (*path, "split", "variants", vi, "service"),

@@ -22,6 +22,10 @@ from .harness import Client, ControlPlane, Envoy, Upstreams, child_pids, wait_un
 Stack = Callable[..., tuple[ControlPlane, Envoy]]
 
 
+def _cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
 def _routes(target: str) -> list[dict[str, Any]]:
     return [{"name": "api", "match": {"prefix": "/"}, "service": target}]
 
@@ -210,7 +214,9 @@ def test_a_dead_canary_is_restarted_and_still_judges(
 ) -> None:
     cp, envoy, client = _serving_alpha(stack, listener_port)
     assert cp.proc is not None
-    [canary] = child_pids(cp.proc.pid)
+    # the control plane's children: the canary Envoy and the compile workers' fork server
+    children = child_pids(cp.proc.pid)
+    [canary] = [p for p in children if _cmdline(p).split(b"\0")[0].endswith(b"/envoy")]
     os.kill(canary, signal.SIGKILL)
     write_config(config_file, base_config(upstreams, listener_port, _routes("beta")))
     wait_until(lambda: client.upstream("/") == "beta", 15, "edit validated by a new canary")

@@ -35,7 +35,8 @@ def test_not_ready_until_a_valid_config_then_metrics_follow(
         assert cp.get("/healthz")[0] == 200
         code, body = cp.get("/readyz")
         assert code == 503 and json.loads(body)["reason"] == "no valid config published yet"
-        errors = cp.status()["config"]["errors"]
+        # the first file is read and compiled by a worker process: its verdict follows
+        errors = wait_until(lambda: cp.status()["config"]["errors"], 10, "the first verdict")
         assert errors[0]["path"] == "listeners" and errors[0]["line"] == 1
         assert _metric(cp.get("/metrics")[1], "meshgate_config_valid") == 0
 
@@ -94,8 +95,13 @@ def test_sigterm_closes_streams_and_exits_cleanly(
     envoy = Envoy(cp.xds_port)
     try:
         wait_until(lambda: cp.status()["envoys"], 10, "Envoy connected")
-        # the standard gRPC health service answers on the xDS port
-        assert _grpc_health(cp.xds_port) == health_pb2.HealthCheckResponse.SERVING
+        # the standard gRPC health service answers on the xDS port; it follows readiness (the
+        # first config, compiled by a worker after start) within the shell's 0.2 s sampling
+        wait_until(
+            lambda: _grpc_health(cp.xds_port) == health_pb2.HealthCheckResponse.SERVING,
+            5,
+            "gRPC health SERVING",
+        )
         sock = canary_socket(cp)
         assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
         assert stat.S_IMODE(sock.stat().st_mode) == 0o600

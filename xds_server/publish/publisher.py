@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -58,8 +58,9 @@ class ConfigState:
 
 
 #: Turns one validator objection into problems located in the config (path, line), where
-#: Envoy's text can be traced back to it; see :mod:`xds_server.publish.locate`.
-Locator = Callable[[str], list[Problem]]
+#: Envoy's text can be traced back to it; see :mod:`xds_server.publish.locate`. Asynchronous:
+#: it needs the parsed config, which only the compile worker has (it runs in a worker too).
+Locator = Callable[[str], Awaitable[list[Problem]]]
 
 
 class Publisher:
@@ -128,7 +129,7 @@ class Publisher:
                 origin = f"{self.validator.name} validator"
                 problems: list[Problem] = []
                 for message in objections:
-                    located = locate(message) if locate is not None else []
+                    located = await locate(message) if locate is not None else []
                     problems += [replace(p, origin=origin) for p in located] or [
                         Problem(self.state.source, "", message, origin=origin)
                     ]

@@ -87,6 +87,18 @@ def canary_snapshot(snapshot: Snapshot) -> Snapshot:
     return Snapshot.build(resources, snapshot.labels)
 
 
+#: The canary judges config and serves no traffic: one worker thread (Envoy copies every
+#: cluster into each worker's thread-local state, and defaults to one worker per core), and no
+#: statistics (creating them is most of Envoy's cost of adding a cluster: with 1,000 new EDS
+#: clusters, CDS took ~530 ms with stats and ~180 ms without).
+CANARY_ARGS = (
+    "--concurrency",
+    "1",
+    "--config-yaml",
+    "stats_config: {stats_matcher: {reject_all: true}}",
+)
+
+
 class CanaryValidator:
     """Validate candidates on a private Envoy fed over this control plane's own ADS."""
 
@@ -117,6 +129,7 @@ class CanaryValidator:
             log_level="error",
             stdout=subprocess.DEVNULL,
             stderr=self._log,
+            extra_args=CANARY_ARGS,
         )
         self._lock = asyncio.Lock()
         #: The last candidate the canary accepted: what it runs of every type it refused since.

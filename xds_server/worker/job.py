@@ -1,0 +1,131 @@
+"""One compile: config file (+ discovered endpoints) -> packed Envoy resources, or problems.
+
+This runs in the compile worker process (see ``__main__``), but it is plain code: the tests
+call :func:`run_job` in-process. What goes back to the control plane is deliberately small and
+flat: each resource's name, type URL, serialized bytes and version, which the control plane
+turns back into a :class:`Snapshot` without parsing or compiling anything (:func:`to_snapshot`).
+The parsed model, the YAML data and every intermediate object die with the worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from google.protobuf import any_pb2
+
+from meshgate.config import Endpoint
+from meshgate.files import DEFAULT_MAX_CONFIG_BYTES, read_config_text
+from meshgate.loader import parse_config
+from meshgate.problems import ConfigError, Problem
+from meshgate.yaml_bounds import DEFAULT_LIMITS, YamlLimits
+from xds_server.compiler import compile_snapshot
+from xds_server.publish.locate import located_problems
+from xds_server.snapshot.snapshot import InconsistentSnapshotError, Resource, Snapshot
+
+
+@dataclass(frozen=True)
+class CompileJob:
+    path: str
+    discovered: Mapping[str, tuple[Endpoint, ...]] = field(default_factory=dict)
+    #: Skip parsing when the file's digest is still this (see CompileInput.known_digest).
+    known_digest: str | None = None
+    max_bytes: int = DEFAULT_MAX_CONFIG_BYTES
+    limits: YamlLimits = DEFAULT_LIMITS
+
+
+#: One resource as it crosses the pipe: (name, type URL, serialized message, version). A plain
+#: tuple: unpickling 20,000 frozen dataclasses took 0.3 s of the control plane's loop.
+PackedResource = tuple[str, str, bytes, str]
+
+
+@dataclass(frozen=True)
+class Compiled:
+    digest: str
+    resources: tuple[PackedResource, ...]
+    labels: Mapping[str, str]
+    #: read + parse + validate + compile, inside the worker
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Rejected:
+    digest: str
+    problems: tuple[Problem, ...]
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """The file still has the digest whose outcome stands; nothing to do."""
+
+    digest: str
+
+
+Outcome = Compiled | Rejected | Unchanged
+
+
+def digest_of(text: str) -> str:
+    """The config's content digest, as the loader computes it (status shows it)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def run_job(job: CompileJob) -> Outcome:
+    """Read, parse, validate and compile; every failure becomes problems, never an exception.
+
+    The file is read once, by the loader's bounded reader (regular files only, at most
+    ``max_bytes``, never blocking), and the digest is of exactly what is parsed."""
+    started = time.perf_counter()
+    try:
+        text = read_config_text(job.path, job.max_bytes)
+    except ConfigError as exc:
+        return Rejected("unreadable", tuple(exc.report()))
+    digest = digest_of(text)
+    if digest == job.known_digest:
+        return Unchanged(digest)
+    try:
+        loaded = parse_config(text, job.path, job.limits)
+        labels = {"source": loaded.source, "digest": digest}
+        snapshot = compile_snapshot(loaded.config, job.discovered, labels)
+    except ConfigError as exc:
+        return Rejected(digest, tuple(exc.report()))
+    except InconsistentSnapshotError as exc:
+        return Rejected(digest, (Problem(job.path, "", str(exc), origin="compiler"),))
+    except Exception as exc:  # a loader or compiler bug must still be reported, not swallowed
+        traceback.print_exc()  # to the worker's stderr, which is the control plane's
+        problem = Problem(job.path, "", f"cannot load the file: {exc!r}")
+        return Rejected(digest, (problem,))
+    resources = tuple(
+        (r.name, r.type_url, r.any.value, r.version)
+        for by_name in snapshot.resources.values()
+        for r in by_name.values()
+    )
+    return Compiled(digest, resources, labels, time.perf_counter() - started)
+
+
+def locate_in_file(job: CompileJob, digest: str, message: str) -> list[Problem]:
+    """Envoy's ``message`` traced back to the config file's paths and lines, as long as the
+    file still holds the content that was compiled (``digest``); else nothing is certain and
+    the message stands alone."""
+    try:
+        text = read_config_text(job.path, job.max_bytes)
+        if digest_of(text) != digest:
+            return []
+        loaded = parse_config(text, job.path, job.limits)
+    except ConfigError:
+        return []
+    return located_problems(message, loaded.config, loaded.source, text)
+
+
+def to_snapshot(compiled: Compiled) -> Snapshot:
+    """Rebuild the snapshot from packed bytes: no parsing, no compiling, no consistency walk
+    (the worker checked it); about 0.1 s for 20,000 resources."""
+    return Snapshot.build(
+        (
+            Resource(name, type_url, any_pb2.Any(type_url=type_url, value=value), version)
+            for name, type_url, value, version in compiled.resources
+        ),
+        compiled.labels,
+    )

@@ -30,9 +30,9 @@ from typing import NoReturn
 
 from meshgate.problems import ConfigError, Problem
 
-#: Default largest config file: a 10,000-route file is about 1 MiB, so 8 MiB leaves room for
-#: very large configs while keeping a mistaken path (a log file, a disk image) harmless.
-DEFAULT_MAX_CONFIG_BYTES = 8 * 1024 * 1024
+#: Default largest config file: a 100,000-route file is about 10 MiB, so 32 MiB leaves room
+#: for very large configs while keeping a mistaken path (a log file, a disk image) harmless.
+DEFAULT_MAX_CONFIG_BYTES = 32 * 1024 * 1024
 #: How much is read per ``read`` call.
 _CHUNK = 1024 * 1024
 

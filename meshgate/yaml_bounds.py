@@ -49,10 +49,11 @@ class YamlLimits:
 
     #: Nested collections; a real config is under 15 deep.
     max_depth: int = 100
-    #: Nodes of the expanded tree (keys, values, collections). A 10,000-route file has about
-    #: 110,000, so this is room for ~45,000 routes; loading costs ~5 us a node, so a file at
-    #: the limit still loads in seconds, and a flat list of millions of scalars is refused.
-    max_nodes: int = 500_000
+    #: Nodes of the expanded tree (keys, values, collections). A 100,000-route file has about
+    #: 1,100,000, so this is room for ~270,000 routes; loading costs ~2-5 us a node in the
+    #: compile worker (off the event loop), so a file at the limit loads in seconds there, and
+    #: a flat list of tens of millions of scalars is refused while streaming.
+    max_nodes: int = 3_000_000
     #: Aliases (``*name``), merge keys (``<<: *name``) included.
     max_aliases: int = 100_000
     #: Nodes that aliases may add to the tree: this many, or ``alias_ratio`` times the nodes

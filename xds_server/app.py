@@ -27,8 +27,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,6 +46,7 @@ from meshgate.runtime.settings import (
     split_address,
 )
 from meshgate.runtime.tls import TlsConfigError, TlsFiles
+from meshgate.runtime.workdirs import OwnedDir
 from meshgate.yaml_bounds import DEFAULT_LIMITS
 from xds_server.metrics import XdsMetrics
 from xds_server.publish.publisher import Locator, Publisher
@@ -131,7 +130,7 @@ class ControlPlane:
         self.servicer: AdsServicer | None = None
         self.canary_servicer: AdsServicer | None = None
         self.canary: CanaryValidator | None = None
-        self.private_dir: Path | None = None
+        self.private_dir: OwnedDir | None = None
         self.xds_port = 0
         self.tls = False
         self.service: Service | None = None
@@ -240,10 +239,13 @@ class ControlPlane:
         self.service = service
 
     def _private_socket(self) -> Path:
-        """The canary's socket, in a fresh directory only our user can enter (mkdtemp: 0700)."""
-        self.private_dir = Path(tempfile.mkdtemp(prefix="meshgate-xds-"))
-        os.chmod(self.private_dir, 0o700)
-        path = self.private_dir / "canary.sock"
+        """The canary's socket, in a fresh directory only our user can enter (mkdtemp: 0700).
+
+        An :class:`OwnedDir`, so the directory of a control plane killed with SIGKILL is swept
+        by the next one instead of piling up in /tmp."""
+        self.private_dir = OwnedDir("meshgate-xds-")
+        os.chmod(self.private_dir.path, 0o700)
+        path = self.private_dir.path / "canary.sock"
         if len(str(path)) > _MAX_SOCKET_PATH:
             raise OSError(
                 f"the canary's socket path {path} is longer than {_MAX_SOCKET_PATH} bytes; "
@@ -293,7 +295,7 @@ class ControlPlane:
 
     async def stop(self) -> None:
         if self.private_dir is not None:
-            shutil.rmtree(self.private_dir, ignore_errors=True)
+            self.private_dir.remove()
 
 
 def _rebuild(outcome: Compiled) -> Snapshot:

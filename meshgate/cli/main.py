@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_MAX_CONFIG_BYTES,
         metavar="N",
-        help=f"largest config file read (default: {DEFAULT_MAX_CONFIG_BYTES}, 8 MiB)",
+        help=f"largest config file read (default: {DEFAULT_MAX_CONFIG_BYTES}, 32 MiB)",
     )
     v.set_defaults(func=_cmd_validate)
 

@@ -22,6 +22,7 @@ import pytest
 from meshgate.cli.control_plane import http_get
 from meshgate.proxy.bootstrap import BootstrapParams
 from meshgate.proxy.envoy_process import WORKDIR_FAMILY, EnvoyProcess, free_port, spawn
+from meshgate.runtime.workdirs import OwnedDir
 
 from .harness import child_pids, wait_until
 from .up_stack import (
@@ -259,6 +260,14 @@ def test_sigkill_of_up_or_of_a_control_plane_leaves_no_envoy_directory(
         assert [p.name for p in tmp_path.glob(f"{WORKDIR_FAMILY}*")] == [envoy.workdir.name]
     finally:
         envoy.stop()
+    # the killed control plane's private canary-socket directory is left too, and swept by
+    # the next control plane's (same OwnedDir family)
+    assert len(list(tmp_path.glob("meshgate-xds-*"))) == 1
+    private = OwnedDir("meshgate-xds-", root=tmp_path)
+    try:
+        assert list(tmp_path.glob("meshgate-xds-*")) == [private.path]
+    finally:
+        private.remove()
 
 
 def test_text_logs_on_a_terminal_and_a_calm_clean_stop(tmp_path: Path, launch: Launch) -> None:

@@ -28,7 +28,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Protocol
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -43,6 +42,7 @@ from google.protobuf import json_format
 from meshgate.proxy.bootstrap import BootstrapParams
 from meshgate.proxy.envoy_process import EnvoyProcess, find_envoy, free_port
 from meshgate.redact import redact_text
+from meshgate.runtime.workdirs import OwnedDir
 from xds_server.server.status import StatusEvent, StatusRegistry, StreamStatus
 from xds_server.snapshot.cache import CANARY_GROUP, CANARY_NODE_PREFIX, SnapshotCache
 from xds_server.snapshot.snapshot import (
@@ -310,8 +310,11 @@ class ValidateModeValidator:
         self.timeout = timeout
 
     async def validate(self, snapshot: Snapshot) -> list[str]:
-        with tempfile.TemporaryDirectory(prefix="meshgate-validate-") as tmp:
-            path = Path(tmp) / "bootstrap.json"
+        # An OwnedDir, not a TemporaryDirectory: a control plane killed mid-validation leaves
+        # a directory that the next validation (of any meshgate process) sweeps.
+        workdir = OwnedDir("meshgate-validate-")
+        try:
+            path = workdir.path / "bootstrap.json"
             path.write_text(json.dumps(static_bootstrap(snapshot)))
             try:
                 proc = await asyncio.create_subprocess_exec(
@@ -334,6 +337,8 @@ class ValidateModeValidator:
                 proc.kill()
                 await proc.wait()
                 return [f"envoy --mode validate did not finish within {self.timeout:g}s"]
+        finally:
+            workdir.remove()
         return validate_mode_verdict(proc.returncode, out.decode(errors="replace"))
 
 

@@ -4,14 +4,17 @@ error lines it shows are the ones the code produces."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
-from tests.test_feature_seam import _config, _ExtAuthzWithoutCluster, compile_snapshot_with
+from tests.paths import ROOT
+from tests.xds_server.compiler.test_feature_seam import (
+    _config,
+    _ExtAuthzWithoutCluster,
+    compile_snapshot_with,
+)
 from xds_server.snapshot.snapshot import InconsistentSnapshotError
 
-ROOT = Path(__file__).parent.parent
 GUIDE = ROOT / "docs" / "adding-a-feature.md"
 _BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _SOURCE = re.compile(r"# ([\w./-]+\.(?:py|yaml))\n")

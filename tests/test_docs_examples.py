@@ -7,7 +7,6 @@ can still show fragments (a single field, an error) without making them whole co
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, get_args
 
 import pytest
@@ -15,8 +14,9 @@ from pydantic import BaseModel
 
 from meshgate.config import GatewayConfig
 from meshgate.loader import ConfigError, parse_config
+from tests.paths import ROOT, TESTS
 
-DOC = Path(__file__).parent.parent / "docs" / "configuration.md"
+DOC = ROOT / "docs" / "configuration.md"
 _BLOCK = re.compile(r"^```yaml\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
@@ -61,7 +61,7 @@ def test_documented_error_messages_are_real() -> None:
         if line.startswith("gateway.yaml")
     ]
     assert len(samples) >= 10
-    fixtures = Path(__file__).parent / "fixtures" / "invalid"
+    fixtures = TESTS / "fixtures" / "invalid"
     real = {
         line
         for path in fixtures.glob("*.expected")

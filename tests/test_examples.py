@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from meshgate.loader import load_config
+from tests.paths import ROOT
 from xds_server.compiler import compile_snapshot
 from xds_server.publish.validation import ValidateModeValidator
 
-EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 
 def test_there_are_examples() -> None:

@@ -197,7 +197,8 @@ def test_sigint_while_up_is_still_importing_exits_quietly(tmp_path: Path, cpu: f
         up_argv(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     clk = os.sysconf("SC_CLK_TCK")
-    while True:  # the process's own running time, not wall time (see tests/test_entry.py)
+    # the process's own running time, not wall time (see tests/meshgate/cli/test_entry.py)
+    while True:
         fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         if (int(fields[11]) + int(fields[12])) / clk >= cpu:
             break

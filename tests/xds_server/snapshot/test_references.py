@@ -9,7 +9,6 @@ feeds the validate-mode bootstrap.
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 import pytest
 from envoy.config.accesslog.v3 import accesslog_pb2
@@ -36,6 +35,7 @@ from google.protobuf import any_pb2, descriptor_pool, duration_pb2
 from google.protobuf.message import Message
 
 from meshgate.loader import load_config
+from tests.paths import ROOT
 from tests.xds_client import cluster, endpoints, route
 from xds_server.compiler import compile_snapshot
 from xds_server.snapshot.references import resource_references
@@ -50,7 +50,7 @@ from xds_server.snapshot.snapshot import (
 )
 from xds_server.snapshot.walker import CLUSTER_FIELDS
 
-QUICKSTART = Path(__file__).parent.parent / "examples" / "quickstart.yaml"
+QUICKSTART = ROOT / "examples" / "quickstart.yaml"
 ADS = config_source_pb2.ConfigSource(
     ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
 )

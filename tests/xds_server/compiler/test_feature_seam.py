@@ -25,6 +25,7 @@ from google.protobuf import duration_pb2
 
 from meshgate.config import GatewayConfig
 from meshgate.loader import parse_config
+from tests.paths import ROOT
 from xds_server.compiler import FEATURES, compile_resources, compile_snapshot
 from xds_server.compiler.context import CompileContext, ListenerContext
 from xds_server.compiler.feature import Feature, FeatureError, Features
@@ -42,7 +43,6 @@ from xds_server.snapshot.snapshot import (
     Snapshot,
 )
 
-ROOT = Path(__file__).parent.parent
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 
 

@@ -18,9 +18,9 @@ import pytest
 
 from meshgate.files import DEFAULT_MAX_CONFIG_BYTES, read_config_text
 from meshgate.loader import ConfigError, load_config
+from tests.paths import ROOT
 from xds_server.app import ControlPlane, Settings, parse_args
 
-ROOT = Path(__file__).parent.parent
 GOOD = (
     "listeners:\n"
     "  - name: public\n"

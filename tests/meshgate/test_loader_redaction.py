@@ -26,12 +26,12 @@ from meshgate.redact import (
     redact_text,
     show,
 )
+from tests.paths import ROOT
 from xds_server.metrics import XdsMetrics
 from xds_server.publish.publisher import Publisher
 from xds_server.server.status import StatusRegistry
 from xds_server.snapshot.cache import SnapshotCache
 
-ROOT = Path(__file__).parent.parent
 SECRET = "SUPERSECRET-TOKEN-123"
 
 HEAD = "listeners:\n  - name: public\n    port: 8080\n    virtual_hosts:\n      - name: default\n"

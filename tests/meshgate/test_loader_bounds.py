@@ -20,9 +20,8 @@ from meshgate.problems import MAX_PROBLEMS
 from meshgate.yaml_bounds import check_events
 from meshgate.yaml_locate import duplicate_keys, positions
 from meshgate.yaml_read import read_yaml
+from tests.paths import ROOT
 from xds_server.app import ControlPlane, Settings
-
-ROOT = Path(__file__).parent.parent
 
 
 def validate(path: Path) -> subprocess.CompletedProcess[str]:

@@ -10,14 +10,14 @@ regression in any of them fails here.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
 from meshgate.config import check_regex
 from meshgate.loader import ConfigError, load_config, parse_config
+from tests.paths import TESTS
 
-FIXTURES = Path(__file__).parent / "fixtures" / "invalid"
+FIXTURES = TESTS / "fixtures" / "invalid"
 KINDS = sorted(p.stem for p in FIXTURES.glob("*.yaml"))
 
 

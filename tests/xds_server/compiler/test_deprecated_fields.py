@@ -17,9 +17,9 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from meshgate.loader import load_config
+from tests.paths import ROOT
 from xds_server.compiler import compile_snapshot
 
-ROOT = Path(__file__).parent.parent
 CONFIGS = sorted(
     [
         *(ROOT / "tests" / "golden").glob("*.yaml"),

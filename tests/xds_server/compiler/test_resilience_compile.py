@@ -15,6 +15,8 @@ import pytest
 
 from meshgate.config import GatewayConfig
 from meshgate.loader import ConfigError, load_config, parse_config
+from tests.paths import ROOT, TESTS
+from tests.test_docs_examples import examples
 from xds_server.compiler import LOCAL_REPLY_MESSAGES, compile_snapshot
 from xds_server.compiler.features.resilience import (
     AUTOMATIC_RETRY_BUDGET,
@@ -25,12 +27,10 @@ from xds_server.compiler.features.resilience import (
 )
 from xds_server.publish.validation import ValidateModeValidator
 
-from .test_docs_examples import examples
-
-DOCS = Path(__file__).parent.parent / "docs"
+DOCS = ROOT / "docs"
 GUIDE = DOCS / "resilience.md"
 GUIDE_EXAMPLES = examples(GUIDE.read_text(encoding="utf-8"))
-GOLDEN = sorted((Path(__file__).parent / "golden").glob("resilience_*.yaml"))
+GOLDEN = sorted((TESTS / "golden").glob("resilience_*.yaml"))
 
 
 def _config(routes: list[dict[str, Any]], services: list[dict[str, Any]]) -> GatewayConfig:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parent.parent
+from tests.paths import ROOT, TESTS
+
 QUICKSTART = ROOT / "examples" / "quickstart.yaml"
-INVALID = Path(__file__).parent / "fixtures" / "invalid"
+INVALID = TESTS / "fixtures" / "invalid"
 
 
 def meshgate(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -86,7 +87,7 @@ def test_render_prints_the_snapshot_as_json() -> None:
     assert [c["name"] for c in rendered["resources"]["CDS"]] == ["echo-a", "echo-b"]
     assert [lst["name"] for lst in rendered["resources"]["LDS"]] == ["public"]
     # The same document the golden test pins: render is the golden file's producer.
-    golden = json.loads((Path(__file__).parent / "golden" / "quickstart.json").read_text())
+    golden = json.loads((TESTS / "golden" / "quickstart.json").read_text())
     assert rendered == golden
 
 
@@ -179,7 +180,7 @@ def test_validate_says_what_happened_when_envoy_gives_no_reason(
 def test_validate_with_envoy_reports_what_only_envoy_rejects(tmp_path: Path) -> None:
     """A substitution command Envoy does not know passes our checks (the list changes with
     every Envoy release); Envoy names it. (Regexes RE2 refuses, like a{1001}, are refused by
-    our own check already: see tests/test_loader_regex.py.)"""
+    our own check already: see tests/meshgate/test_loader_regex.py.)"""
     path = tmp_path / "gateway.yaml"
     path.write_text(
         "listeners:\n"

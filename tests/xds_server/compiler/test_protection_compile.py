@@ -9,7 +9,6 @@ compiles and is accepted by Envoy itself.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 
 from meshgate.loader import ConfigError, parse_config
+from tests.paths import ROOT, TESTS
 from tests.test_docs_examples import examples
 from xds_server.compiler import compile_snapshot
 from xds_server.compiler.features.compression import compressor_name
@@ -31,9 +31,9 @@ from xds_server.compiler.filters import BUFFER, CACHE, CORS, RESPONSE_HEADERS
 from xds_server.publish.validation import ValidateModeValidator
 from xds_server.snapshot.snapshot import LISTENER, ROUTE
 
-DOC = Path(__file__).parent.parent / "docs" / "protection.md"
+DOC = ROOT / "docs" / "protection.md"
 EXAMPLES = examples(DOC.read_text(encoding="utf-8"))
-FIXTURES = Path(__file__).parent / "fixtures" / "invalid"
+FIXTURES = TESTS / "fixtures" / "invalid"
 
 
 def _config(listener: dict[str, Any] | None = None, **route: Any) -> str:

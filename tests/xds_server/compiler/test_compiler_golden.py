@@ -4,7 +4,7 @@ The JSON is exactly what ``meshgate render`` prints, versions included, so a cha
 compiled field, to resource order or to the version hashing shows up here as a reviewable diff.
 After an intended change, regenerate and review with::
 
-    MESHGATE_UPDATE_GOLDEN=1 pytest tests/test_compiler_golden.py
+    MESHGATE_UPDATE_GOLDEN=1 pytest tests/xds_server/compiler/test_compiler_golden.py
     git diff tests/golden
 """
 
@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 
 from meshgate.loader import load_config, parse_config
+from tests.paths import ROOT, TESTS
 from xds_server.compiler import compile_snapshot
 from xds_server.compiler.render import snapshot_to_dict
 from xds_server.snapshot.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
-GOLDEN_DIR = Path(__file__).parent / "golden"
-QUICKSTART = Path(__file__).parent.parent / "examples" / "quickstart.yaml"
+GOLDEN_DIR = TESTS / "golden"
+QUICKSTART = ROOT / "examples" / "quickstart.yaml"
 UPDATE = os.environ.get("MESHGATE_UPDATE_GOLDEN") == "1"
 
 

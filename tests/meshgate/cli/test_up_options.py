@@ -18,7 +18,7 @@ def up_parser() -> argparse.ArgumentParser:
 
 
 def test_log_format_is_an_up_flag_with_its_default_shown() -> None:
-    # every flag's help and default: tests/test_cli.py; this one came with supervision
+    # every flag's help and default: tests/meshgate/cli/test_cli.py; this one came with supervision
     text = " ".join(up_parser().format_help().split())
     assert "--log-format {auto,text,json}" in text
     assert "else json (default: auto)" in text

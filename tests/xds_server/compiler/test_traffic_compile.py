@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from pathlib import Path
 
 import pytest
 from envoy.config.core.v3 import base_pb2
@@ -18,13 +17,14 @@ from envoy.config.route.v3 import route_pb2
 
 from meshgate.config.traffic import check_header_value
 from meshgate.loader import ConfigError, parse_config
+from tests.paths import ROOT
 from tests.test_docs_examples import examples
 from xds_server.compiler import compile_snapshot
 from xds_server.compiler.features.traffic import _sticky_matcher
 from xds_server.publish.validation import ValidateModeValidator
 from xds_server.snapshot.snapshot import ROUTE
 
-DOC = Path(__file__).parent.parent / "docs" / "routing.md"
+DOC = ROOT / "docs" / "routing.md"
 EXAMPLES = examples(DOC.read_text(encoding="utf-8"))
 
 SPLIT = """

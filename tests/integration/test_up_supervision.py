@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from meshgate.cli.control_plane import http_get
 from meshgate.proxy.bootstrap import BootstrapParams
 from meshgate.proxy.envoy_process import WORKDIR_FAMILY, EnvoyProcess, free_port, spawn
 from meshgate.runtime.workdirs import OwnedDir
+from tests.support.control_plane import http_get
 
 from .harness import child_pids, wait_until
 from .up_stack import (

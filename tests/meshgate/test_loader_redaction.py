@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from meshgate.cli.control_plane import ControlPlaneProcess, http_get, wait_until
 from meshgate.loader import ConfigError, parse_config
 from meshgate.problems import Problem
 from meshgate.proxy.envoy_process import free_port
@@ -27,6 +26,7 @@ from meshgate.redact import (
     show,
 )
 from tests.paths import ROOT
+from tests.support.control_plane import ControlPlaneProcess, http_get, wait_until
 from xds_server.metrics import XdsMetrics
 from xds_server.publish.publisher import Publisher
 from xds_server.server.status import StatusRegistry

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from meshgate.cli.control_plane import wait_until
 from meshgate.runtime.log_relay import LogRelay, Sink
 from meshgate.runtime.restart_policy import RestartPolicy
 from meshgate.runtime.supervisor import Child, StopRequested, SupervisionFailed, Supervisor
+from tests.support.control_plane import wait_until
 
 # Sleeps until SIGTERM, then notes its name in a file (to check the stop order) and exits;
 # ready once the file <notes>.<name> exists.

@@ -77,7 +77,13 @@ class ControlPlaneService(Child):
             opts.control_admin_port,
             opts.validator,
             opts.envoy_path,
-            extra_args=tls_args,
+            extra_args=[
+                *tls_args,
+                "--max-config-bytes",
+                str(opts.max_config_bytes),
+                "--max-config-nodes",
+                str(opts.max_config_nodes),
+            ],
         )
 
     def argv(self) -> list[str]:

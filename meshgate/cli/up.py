@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -40,6 +41,7 @@ from meshgate.runtime.supervisor import (
     SupervisionFailed,
     Supervisor,
 )
+from meshgate.yaml_bounds import DEFAULT_LIMITS
 
 __all__ = ["UpOptions", "default_config_path", "fetch_status", "run_up"]
 
@@ -175,7 +177,11 @@ def ports_in_use(wanted: list[tuple[str, int, str]]) -> list[str]:
 def run_up(opts: UpOptions) -> int:
     config_path = opts.config or default_config_path()
     try:
-        loaded = load_config(config_path)
+        loaded = load_config(
+            config_path,
+            opts.max_config_bytes,
+            replace(DEFAULT_LIMITS, max_nodes=opts.max_config_nodes),
+        )
         find_envoy(opts.envoy_path)
     except ConfigError as exc:
         print_problems(exc)

@@ -10,6 +10,9 @@ import argparse
 from dataclasses import dataclass
 from importlib import resources
 
+from meshgate.files import DEFAULT_MAX_CONFIG_BYTES
+from meshgate.yaml_bounds import DEFAULT_LIMITS
+
 LOG_FORMATS = ("auto", "text", "json")
 
 
@@ -28,6 +31,9 @@ class UpOptions:
     #: the control plane; "off": plaintext xDS, on loopback only.
     xds_tls: str = "off"
     pki_dir: str | None = None
+    #: the config file limits, for the first check here and for the control plane
+    max_config_bytes: int = DEFAULT_MAX_CONFIG_BYTES
+    max_config_nodes: int = DEFAULT_LIMITS.max_nodes
 
 
 def default_config_path() -> str:
@@ -101,6 +107,20 @@ def add_up_arguments(p: argparse.ArgumentParser) -> None:
         help="where --xds-tls auto keeps its CA and certificates (0700; default "
         "$XDG_STATE_HOME/meshgate/pki, else ~/.local/state/meshgate/pki)",
     )
+    p.add_argument(
+        "--max-config-bytes",
+        type=int,
+        metavar="N",
+        default=d.max_config_bytes,
+        help="largest config file read, here and by the control plane",
+    )
+    p.add_argument(
+        "--max-config-nodes",
+        type=int,
+        metavar="N",
+        default=d.max_config_nodes,
+        help="most YAML nodes (keys, values, collections) after alias expansion",
+    )
 
 
 def up_options(a: argparse.Namespace) -> UpOptions:
@@ -115,4 +135,6 @@ def up_options(a: argparse.Namespace) -> UpOptions:
         log_format=a.log_format,
         xds_tls=a.xds_tls,
         pki_dir=a.pki_dir,
+        max_config_bytes=a.max_config_bytes,
+        max_config_nodes=a.max_config_nodes,
     )

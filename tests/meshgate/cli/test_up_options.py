@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
 from meshgate.cli.main import build_parser
-from meshgate.cli.up import output_modes
+from meshgate.cli.services import needed_services
+from meshgate.cli.up import output_modes, run_up
 from meshgate.cli.up_options import UpOptions, up_options
+from meshgate.loader import load_config
+from tests.paths import ROOT
 
 
 def up_parser() -> argparse.ArgumentParser:
@@ -44,3 +48,22 @@ def test_output_modes(
     fmt: str, stdout_tty: bool, stderr_tty: bool, expected: tuple[bool, bool]
 ) -> None:
     assert output_modes(fmt, stdout_tty, stderr_tty) == expected
+
+
+def test_config_limits_reach_the_control_plane_and_the_first_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``meshgate up --max-config-bytes/--max-config-nodes``: the control plane it starts gets
+    the same limits, and ``up``'s own first look at the file applies them too."""
+    a = up_parser().parse_args(["--max-config-bytes", "123", "--max-config-nodes", "45"])
+    opts = up_options(a)
+    assert (opts.max_config_bytes, opts.max_config_nodes) == (123, 45)
+    config = load_config(ROOT / "examples" / "quickstart.yaml").config
+    [plane] = needed_services(opts, "gw.yaml", config, [])
+    argv = plane.argv()
+    assert argv[argv.index("--max-config-bytes") + 1] == "123"
+    assert argv[argv.index("--max-config-nodes") + 1] == "45"
+    big = tmp_path / "gw.yaml"
+    big.write_text((ROOT / "examples" / "quickstart.yaml").read_text())
+    assert run_up(UpOptions(config=str(big), max_config_bytes=100)) == 1
+    assert "more than the limit of 100 bytes" in capsys.readouterr().err

@@ -144,6 +144,8 @@ class ControlPlane:
             timeout=settings.compile_timeout,
             max_bytes=settings.max_config_bytes,
             limits=replace(DEFAULT_LIMITS, max_nodes=settings.max_config_nodes),
+            # a file written in place may be seen half-way: read it once it is left alone
+            settle=settings.poll_interval,
         )
 
     # -- config flow ---------------------------------------------------------------------

@@ -84,12 +84,15 @@ class CompileRunner:
         max_bytes: int = DEFAULT_MAX_CONFIG_BYTES,
         limits: YamlLimits = DEFAULT_LIMITS,
         target: Target = serve_one,
+        settle: float = 0.0,
     ):
         self._deliver = deliver
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.limits = limits
         self._target = target
+        #: A file changed less than this ago is waited for (it may still be being written).
+        self.settle = settle
         self._pending: CompileInput | None = None
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -219,7 +222,12 @@ class CompileRunner:
     async def _compile(self, request: CompileInput) -> Outcome:
         path = request.config.path
         job = CompileJob(
-            path, request.discovered, request.known_digest, self.max_bytes, self.limits
+            path,
+            request.discovered,
+            request.known_digest,
+            self.max_bytes,
+            self.limits,
+            settle=self.settle,
         )
         try:
             data, code = await self._run(self._target, (job,), self._started)

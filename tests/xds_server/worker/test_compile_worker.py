@@ -386,3 +386,27 @@ async def test_a_stopped_fork_server_is_bounded_by_the_timeout_and_replaced(
     finally:
         task.cancel()
         await runner.stop()
+
+
+def test_a_file_being_written_is_read_once_it_has_settled(tmp_path: Path) -> None:
+    """An in-place write (truncate, then write) seen half-way is a smaller file that may well
+    be valid YAML and a valid config (routes cut off): it must not be what is compiled. The
+    worker waits until the file has not changed for ``settle`` seconds and re-reads it when it
+    changed while being read."""
+    import threading
+
+    # the first half of the file, just written: valid on its own
+    path = write(tmp_path, "gw.yaml", GOOD)
+    full = GOOD + "  - name: web\n    endpoints: [{address: 127.0.0.1, port: 9001}]\n"
+
+    def finish_writing() -> None:
+        time.sleep(0.1)
+        Path(path).write_text(full)
+
+    writer = threading.Thread(target=finish_writing)
+    writer.start()
+    try:
+        outcome = run_job(CompileJob(path, settle=0.3))
+    finally:
+        writer.join()
+    assert outcome.digest == job_module.digest_of(full)

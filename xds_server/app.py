@@ -145,7 +145,8 @@ class ControlPlane:
             max_bytes=settings.max_config_bytes,
             limits=replace(DEFAULT_LIMITS, max_nodes=settings.max_config_nodes),
             # a file written in place may be seen half-way: read it once it is left alone
-            settle=settings.poll_interval,
+            # for a moment (a writer's pause, not the polling period, which may be long)
+            settle=min(settings.poll_interval, 0.2),
         )
 
     # -- config flow ---------------------------------------------------------------------

@@ -144,6 +144,9 @@ class ControlPlane:
             timeout=settings.compile_timeout,
             max_bytes=settings.max_config_bytes,
             limits=replace(DEFAULT_LIMITS, max_nodes=settings.max_config_nodes),
+            # a file written in place may be seen half-way: read it once it is left alone
+            # for a moment (a writer's pause, not the polling period, which may be long)
+            settle=min(settings.poll_interval, 0.2),
         )
 
     # -- config flow ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ The parsed model, the YAML data and every intermediate object die with the worke
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 import traceback
 from collections.abc import Mapping
@@ -35,6 +36,8 @@ class CompileJob:
     known_digest: str | None = None
     max_bytes: int = DEFAULT_MAX_CONFIG_BYTES
     limits: YamlLimits = DEFAULT_LIMITS
+    #: Seconds the file must have been left alone before it is read (see ``read_settled``).
+    settle: float = 0.0
 
 
 #: One resource as it crosses the pipe: (name, type URL, serialized message, version). A plain
@@ -72,6 +75,42 @@ def digest_of(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+#: How often a file that keeps changing is looked at again before what was read is used.
+_SETTLE_ROUNDS = 50
+
+
+def _stat_key(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def read_settled(path: str, max_bytes: int, settle: float) -> str:
+    """The file's text once nobody is writing it: a file modified less than ``settle``
+    seconds ago is waited for, and one that changed while it was read is read again.
+
+    An in-place write (truncate, then write) or a slow copy seen half-way is a shorter file,
+    and a shorter config is often still valid (its last routes cut off): compiling it would
+    publish half a config. Waiting here costs nothing when the file is old, and a newer
+    change kills this worker anyway. Bounded: a file rewritten without pause for
+    ``_SETTLE_ROUNDS`` rounds is taken as last read (the compile timeout bounds it too)."""
+    text = ""
+    for _ in range(_SETTLE_ROUNDS):
+        before = _stat_key(path)
+        if before is not None and settle > 0:
+            age = time.time() - before[0] / 1e9
+            if 0 <= age < settle or age < 0:  # fresh (or from the future: a skewed clock)
+                time.sleep(min(settle - age, settle) if age >= 0 else settle)
+                if _stat_key(path) != before:
+                    continue
+        text = read_config_text(path, max_bytes)
+        if _stat_key(path) == before:
+            return text
+    return text
+
+
 def run_job(job: CompileJob) -> Outcome:
     """Read, parse, validate and compile; every failure becomes problems, never an exception.
 
@@ -79,7 +118,7 @@ def run_job(job: CompileJob) -> Outcome:
     ``max_bytes``, never blocking), and the digest is of exactly what is parsed."""
     started = time.perf_counter()
     try:
-        text = read_config_text(job.path, job.max_bytes)
+        text = read_settled(job.path, job.max_bytes, job.settle)
     except ConfigError as exc:
         return Rejected("unreadable", tuple(exc.report()))
     digest = digest_of(text)

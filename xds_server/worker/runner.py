@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import pickle
 import signal
 import time
@@ -53,6 +54,11 @@ _CONTEXT.set_forkserver_preload(["xds_server.worker.child"])
 ORIGIN = "compile worker"
 
 
+class StartTimeout(TimeoutError):
+    """No worker started within the timeout: the fork server did not answer (stopped,
+    swapped out, wedged)."""
+
+
 def crash_problem(path: str, returncode: int) -> Problem:
     """The one line an operator needs when the worker died instead of answering."""
     if returncode < 0:
@@ -78,12 +84,15 @@ class CompileRunner:
         max_bytes: int = DEFAULT_MAX_CONFIG_BYTES,
         limits: YamlLimits = DEFAULT_LIMITS,
         target: Target = serve_one,
+        settle: float = 0.0,
     ):
         self._deliver = deliver
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.limits = limits
         self._target = target
+        #: A file changed less than this ago is waited for (it may still be being written).
+        self.settle = settle
         self._pending: CompileInput | None = None
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -213,10 +222,22 @@ class CompileRunner:
     async def _compile(self, request: CompileInput) -> Outcome:
         path = request.config.path
         job = CompileJob(
-            path, request.discovered, request.known_digest, self.max_bytes, self.limits
+            path,
+            request.discovered,
+            request.known_digest,
+            self.max_bytes,
+            self.limits,
+            settle=self.settle,
         )
         try:
             data, code = await self._run(self._target, (job,), self._started)
+        except StartTimeout:
+            message = (
+                f"compiling {path} failed: no worker started within {self.timeout:g} s (the "
+                "compile workers' fork server did not answer; it was killed and the next "
+                "compile starts a new one)"
+            )
+            return Rejected("timeout", (Problem(path, "", message, origin=ORIGIN),))
         except TimeoutError:
             message = f"compiling {path} failed: no result after {self.timeout:g} s"
             return Rejected("timeout", (Problem(path, "", message, origin=ORIGIN),))
@@ -252,8 +273,14 @@ class CompileRunner:
         # in a thread, shielded so that a cancel cannot lose a started worker
         starting = asyncio.ensure_future(asyncio.to_thread(proc.start))
         try:
-            await asyncio.shield(starting)
-        except BaseException:  # cancelled, or the fork server could not be reached
+            # bounded too: a stopped fork server would otherwise hold every compile forever
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await asyncio.shield(starting)
+            except TimeoutError as exc:
+                _kill_fork_server()  # releases the start blocked on its answer
+                raise StartTimeout() from exc
+        except BaseException:  # cancelled, timed out, or the fork server could not be reached
             with contextlib.suppress(Exception):
                 await starting
             await _kill(proc)
@@ -289,6 +316,19 @@ def _warm_up() -> None:
     proc = _CONTEXT.Process(target=_noop, name="meshgate-compile-warmup", daemon=True)
     proc.start()
     proc.join()
+
+
+def _kill_fork_server() -> None:
+    """SIGKILL the fork server (ours): multiprocessing starts a new one on the next start."""
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if isinstance(pid, int):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    log.error(
+        "the compile workers' fork server did not answer; killed", extra={"fields": {"pid": pid}}
+    )
 
 
 def _receive(conn: Connection) -> bytes | None:

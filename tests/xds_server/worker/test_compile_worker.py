@@ -351,3 +351,62 @@ def test_the_node_limit_is_the_control_planes_and_reaches_the_worker(tmp_path: P
     outcome = run_job(CompileJob(path, limits=plane.compiler.limits))
     assert isinstance(outcome, Rejected)
     assert "more than 10 nodes" in outcome.problems[0].message
+
+
+async def test_a_stopped_fork_server_is_bounded_by_the_timeout_and_replaced(
+    tmp_path: Path,
+) -> None:
+    """SIGSTOP on the fork server froze every compile forever: starting a worker waited for it
+    without any timeout. Now the start counts against --compile-timeout, the frozen server is
+    killed, and the next compile gets a fresh one."""
+    import signal
+    from multiprocessing import forkserver
+
+    delivered = Delivered()
+    runner = CompileRunner(delivered, timeout=1.0)
+    task = asyncio.create_task(runner.run())
+    path = write(tmp_path, "gw.yaml", GOOD)
+    try:
+        runner.submit(request(1, path))
+        await delivered.next()
+        server = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+        assert server is not None
+        os.kill(server, signal.SIGSTOP)
+        runner.submit(request(2, path))
+        generation, outcome = await asyncio.wait_for(delivered.next(), 10)
+        assert generation == 2 and isinstance(outcome, Rejected)
+        assert [p.message for p in outcome.problems] == [
+            f"compiling {path} failed: no worker started within 1 s (the compile workers' "
+            "fork server did not answer; it was killed and the next compile starts a new one)"
+        ]
+        runner.submit(request(3, path))
+        generation, outcome = await asyncio.wait_for(delivered.next(), 10)
+        assert generation == 3 and isinstance(outcome, Compiled)
+        assert gone(server)
+    finally:
+        task.cancel()
+        await runner.stop()
+
+
+def test_a_file_being_written_is_read_once_it_has_settled(tmp_path: Path) -> None:
+    """An in-place write (truncate, then write) seen half-way is a smaller file that may well
+    be valid YAML and a valid config (routes cut off): it must not be what is compiled. The
+    worker waits until the file has not changed for ``settle`` seconds and re-reads it when it
+    changed while being read."""
+    import threading
+
+    # the first half of the file, just written: valid on its own
+    path = write(tmp_path, "gw.yaml", GOOD)
+    full = GOOD + "  - name: web\n    endpoints: [{address: 127.0.0.1, port: 9001}]\n"
+
+    def finish_writing() -> None:
+        time.sleep(0.1)
+        Path(path).write_text(full)
+
+    writer = threading.Thread(target=finish_writing)
+    writer.start()
+    try:
+        outcome = run_job(CompileJob(path, settle=0.3))
+    finally:
+        writer.join()
+    assert outcome.digest == job_module.digest_of(full)

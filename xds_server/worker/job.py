@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from google.protobuf import any_pb2
 
@@ -133,9 +135,9 @@ def run_job(job: CompileJob) -> Outcome:
     except InconsistentSnapshotError as exc:
         return Rejected(digest, (Problem(job.path, "", str(exc), origin="compiler"),))
     except Exception as exc:  # a loader or compiler bug must still be reported, not swallowed
-        traceback.print_exc()  # to the worker's stderr, which is the control plane's
-        problem = Problem(job.path, "", f"cannot load the file: {exc!r}")
-        return Rejected(digest, (problem,))
+        message, report = bug_report(exc)
+        print(report, file=sys.stderr, flush=True)  # the worker's stderr is the control plane's
+        return Rejected(digest, (Problem(job.path, "", message, origin="compiler bug"),))
     resources = tuple(
         (r.name, r.type_url, r.any.value, r.version)
         for by_name in snapshot.resources.values()
@@ -168,3 +170,25 @@ def to_snapshot(compiled: Compiled) -> Snapshot:
         ),
         compiled.labels,
     )
+
+
+def bug_report(exc: BaseException) -> tuple[str, str]:
+    """(the problem shown in status, the report for the log) of an unexpected exception.
+
+    Neither quotes the exception's own text: a loader or compiler bug may put a config value
+    (a header to add, a credential) into it, and redaction recognises credentials only by
+    their shape. Where it was raised, and its type, are what a bug report needs.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    kind = type(exc).__name__
+    message = (
+        f"cannot load the file: internal error ({kind}{where}); the last good config keeps "
+        "serving; please report it with the control plane's log"
+    )
+    stack = "".join(traceback.format_list(frames))
+    report = (
+        f"Traceback (most recent call last):\n{stack}{kind}: (message withheld: it may quote "
+        "config values)"
+    )
+    return message, report

@@ -103,18 +103,29 @@ def test_a_missing_file_is_rejected_as_such(tmp_path: Path) -> None:
     assert [p.message for p in outcome.problems] == ["file not found"]
 
 
-def test_a_loader_bug_is_reported_not_swallowed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_loader_bug_is_reported_not_swallowed_and_never_quotes_its_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A bug's exception text may carry a config value (here a bare API key, which no
+    credential pattern recognises): status says where and what kind, the log has the stack,
+    and neither has the text."""
+
+    secret = "APIKEY" + "SEKRET456"  # built, so the stack's source lines do not show it
+
     def broken(text: str, source: str, limits: object) -> None:
-        raise RuntimeError("loader bug")
+        raise RuntimeError(secret)
 
     monkeypatch.setattr(job_module, "parse_config", broken)
     outcome = run_job(CompileJob(write(tmp_path, "gw.yaml", GOOD)))
     assert isinstance(outcome, Rejected)
-    assert [p.message for p in outcome.problems] == [
-        "cannot load the file: RuntimeError('loader bug')"
-    ]
+    [problem] = outcome.problems
+    assert problem.origin == "compiler bug"
+    assert problem.message.startswith(
+        "cannot load the file: internal error (RuntimeError at test_compile_worker.py:"
+    )
+    log = capsys.readouterr().err
+    assert "in broken" in log and "RuntimeError: (message withheld" in log
+    assert "APIKEYSEKRET456" not in problem.message + log
 
 
 # -- the runner, with real child processes -----------------------------------------------------

@@ -92,6 +92,11 @@ class ControlPlaneService(Child):
     def ready(self) -> bool:
         return _answers(f"{self.process.admin_url}/readyz")
 
+    def live(self) -> bool:
+        """/healthz: its event loop answers (readiness may go for a good reason: a rejected
+        config keeps the last good one published, but /readyz also reports a drain)."""
+        return _answers(f"{self.process.admin_url}/healthz")
+
 
 class EnvoyService(Child):
     """The gateway's Envoy; its stdout is the access log, its own lines are JSON on stderr.
@@ -126,6 +131,14 @@ class EnvoyService(Child):
 
     def ready(self) -> bool:
         return _answers(f"{self.envoy.admin_url}/ready")
+
+    def live(self) -> bool:
+        """Any answer of its admin: /ready is 503 while Envoy drains or is overloaded,
+        which is no reason to kill it."""
+        with contextlib.suppress(OSError):
+            http_get(f"{self.envoy.admin_url}/server_info", 1.0)
+            return True
+        return False
 
     def ask_to_stop(self, proc: subprocess.Popen[bytes]) -> None:
         """Through the admin: on SIGTERM Envoy logs warnings that read like trouble."""

@@ -53,6 +53,12 @@ class Child:
     access_log: bool = False
     ready_timeout: float = 30.0
     stop_grace: float = 5.0
+    #: Liveness: once ready, :meth:`live` is asked every ``live_interval`` seconds; after
+    #: ``live_failures`` answers in a row that say no, the child counts as hung (stopped with
+    #: SIGSTOP, deadlocked) and is killed, so the restart policy brings it back. Generous on
+    #: purpose: a busy child must never be mistaken for a hung one.
+    live_interval: float = 2.0
+    live_failures: int = 5
 
     def argv(self) -> list[str]:
         raise NotImplementedError
@@ -64,6 +70,12 @@ class Child:
     def ready(self) -> bool:
         """Whether the running child does its job yet (polled; must return quickly)."""
         return True
+
+    def live(self) -> bool:
+        """Whether the ready child still answers (polled; must return within ~1 s). By
+        default whatever says it is ready; a child whose readiness can come and go for
+        good reasons (a control plane without a valid config) probes liveness instead."""
+        return self.ready()
 
     def ask_to_stop(self, proc: subprocess.Popen[bytes]) -> None:
         """Begin a graceful stop; the supervisor waits ``stop_grace`` then kills."""
@@ -102,6 +114,9 @@ class _Running:
     started_at: float = 0.0
     restart_at: float | None = None
     ready: bool = False
+    #: next liveness probe, and how many in a row said no
+    probe_at: float = 0.0
+    dead_probes: int = 0
 
 
 class Supervisor:
@@ -232,6 +247,7 @@ class Supervisor:
             os.close(err_w)
         child.started_at = self._clock()
         child.ready = False
+        child.probe_at, child.dead_probes = child.started_at, 0
 
     def _check(self, child: _Running, now: float) -> None:
         svc = child.service
@@ -256,6 +272,8 @@ class Supervisor:
                     f"{svc.name} is ready again after {now - child.started_at:.1f} s",
                     extra={"fields": {"child": svc.name, "pid": proc.pid}},
                 )
+            elif child.ready and now >= child.probe_at:
+                self._probe(child, proc, now)
             return
         decision = child.history.crashed(now, child.started_at, code)
         if isinstance(decision, GiveUp):
@@ -265,6 +283,28 @@ class Supervisor:
                 self._tail(child),
             )
         self._schedule(child, decision, code)
+
+    def _probe(self, child: _Running, proc: subprocess.Popen[bytes], now: float) -> None:
+        """One liveness probe; a child that keeps failing them is killed (and so restarted)."""
+        svc = child.service
+        child.probe_at = now + svc.live_interval
+        try:
+            live = svc.live()
+        except Exception:  # a probe that fails is a "no", never the supervisor's end
+            live = False
+        if live:
+            child.dead_probes = 0
+            return
+        child.dead_probes += 1
+        if child.dead_probes < svc.live_failures:
+            return
+        log.warning(
+            f"{svc.name} did not answer {child.dead_probes} liveness checks in a row "
+            f"({svc.live_interval:g} s apart); killing it so that it is restarted",
+            extra={"fields": {"child": svc.name, "pid": proc.pid}},
+        )
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()  # SIGKILL also ends a process stopped with SIGSTOP
 
     def _schedule(self, child: _Running, decision: Restart, code: int) -> None:
         svc = child.service

@@ -160,6 +160,32 @@ def test_envoy_sigkill_is_restarted_and_serves_again(tmp_path: Path, launch: Lau
         assert up.stop() == 0
 
 
+def test_a_hung_control_plane_is_killed_and_restarted_while_envoy_serves(
+    tmp_path: Path, launch: Launch
+) -> None:
+    """SIGSTOP: the process exists but answers nothing. Its liveness checks (/healthz, 2 s
+    apart) fail five times in a row, the supervisor kills it and the restart policy brings it
+    back; Envoy serves throughout and edits go live again."""
+    config, port = quickstart_on_free_ports(tmp_path)
+    up = launch(config)
+    try:
+        up.wait_serving(port)
+        old, envoy = up.child(CONTROL_PLANE), up.child(ENVOY)
+        assert old is not None
+        os.kill(old, signal.SIGSTOP)
+        new = wait_until(
+            lambda: (p := up.child(CONTROL_PLANE)) != old and p, 60, "control plane restarted"
+        )
+        assert get(port, "/healthz") == (200, b"ok\n")  # Envoy kept serving
+        assert up.child(ENVOY) == envoy
+        err = up.stderr()
+        assert "control plane did not answer 5 liveness checks in a row (2 s apart)" in err
+        assert "control plane exited (signal 9); restarting in 0.5 s (restart 1)" in err
+        assert new != old and not alive(old)
+    finally:
+        assert up.stop() == 0
+
+
 def test_a_child_that_keeps_crashing_ends_the_run_with_a_clear_message(
     tmp_path: Path, launch: Launch
 ) -> None:

@@ -198,3 +198,49 @@ def test_a_stop_while_starting_ends_the_wait(tmp_path: Path) -> None:
     d.finish(timeout=5)
     assert isinstance(d.error, StopRequested)
     assert not _alive(pid)
+
+
+class Answering(Program):
+    """Answers its liveness probe while it runs, not while it is stopped (SIGSTOP): what a
+    health endpoint does, read here from the process state so the test needs no server."""
+
+    live_interval = 0.05
+    live_failures = 3
+
+    def __init__(self, *args: str) -> None:
+        super().__init__("hangs", SLEEPER, *args)
+        self.pid = 0
+
+    def live(self) -> bool:
+        if not self.pid:  # not looked up by the test yet
+            return True
+        state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "T"
+
+
+def test_a_hung_child_fails_its_liveness_checks_and_is_restarted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    notes = str(tmp_path / "notes")
+    caplog.set_level(logging.INFO, "meshgate.supervisor")
+    child = Answering("hangs", notes)
+    d = Driven([child], FAST, tmp_path)
+    try:
+        wait_until(d.started, 10, "started")
+        first = d.pid("hangs")
+        assert first
+        child.pid = first
+        # a few probes pass while it runs
+        wait_until(lambda: d.sup.children[0].probe_at > d.sup.children[0].started_at + 0.1, 5)
+        os.kill(first, signal.SIGSTOP)
+        new = wait_until(lambda: (p := d.pid("hangs")) != first and p, 10, "restarted")
+        child.pid = new
+        assert not _alive(first)
+        messages = [r.getMessage() for r in caplog.records]
+        assert (
+            "hangs did not answer 3 liveness checks in a row (0.05 s apart); killing it so "
+            "that it is restarted"
+        ) in messages
+        assert any(m.startswith("hangs exited (signal 9); restarting") for m in messages)
+    finally:
+        d.finish()

@@ -20,6 +20,14 @@ from typing import IO
 _PR_SET_PDEATHSIG = 1
 
 
+def signal_name(signum: int) -> str:
+    """``SIGKILL`` for 9; what every message about a child killed by a signal names."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return "unknown signal"
+
+
 def _die_with(parent: int) -> Callable[[], None]:
     """In the child, before exec: get SIGTERM when the parent dies (Linux only), and give up
     at once if it already died between fork and here (the signal would never come).

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import tempfile
 import time
@@ -42,6 +41,7 @@ from google.protobuf import json_format
 from meshgate.proxy.bootstrap import BootstrapParams
 from meshgate.proxy.envoy_process import EnvoyProcess, find_envoy, free_port
 from meshgate.redact import redact_text
+from meshgate.runtime.processes import signal_name
 from meshgate.runtime.workdirs import OwnedDir
 from xds_server.server.status import StatusEvent, StatusRegistry, StreamStatus
 from xds_server.snapshot.cache import CANARY_GROUP, CANARY_NODE_PREFIX, SnapshotCache
@@ -350,11 +350,8 @@ def validate_mode_verdict(returncode: int | None, output: str) -> list[str]:
         return []
     reason = envoy_reason(output) if output.strip() else ""
     if returncode is not None and returncode < 0:
-        try:
-            name = f" ({signal.Signals(-returncode).name})"
-        except ValueError:
-            name = ""
-        killed = f"envoy --mode validate was killed by signal {-returncode}{name}"
+        signum = -returncode
+        killed = f"envoy --mode validate was killed by signal {signum} ({signal_name(signum)})"
         return [f"{killed}: {reason}" if reason else killed]
     if not reason:
         return [f"envoy --mode validate exited with code {returncode} and printed nothing"]

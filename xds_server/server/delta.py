@@ -56,17 +56,9 @@ class DeltaStream(
         tr = self.type_track(type_url)
         if tr is None:
             return
-        nonce = request.response_nonce
-        if self.planner.is_stale(tr, nonce):
-            log.debug(
-                "delta stale nonce: ACK/NACK ignored",
-                extra={"fields": self._fields(type_url, nonce=nonce)},
-            )
-        elif nonce and tr.inflight is not None:
-            error = request.error_detail.message if request.HasField("error_detail") else None
-            if error is not None and not error:
-                error = f"rejected without a message (code {request.error_detail.code})"
-            self.acknowledge(tr, error)
+        # a stale verdict is ignored, but the subscription changes still count
+        detail = request.error_detail if request.HasField("error_detail") else None
+        self.take_verdict(tr, request.response_nonce, detail)
         subscribe = set(request.resource_names_subscribe)
         unsubscribe = set(request.resource_names_unsubscribe)
         if not tr.active:

@@ -21,7 +21,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from xds_server.server.planner import Step, TypeTrack, default_wildcard
-from xds_server.server.stream import AdsStream, log
+from xds_server.server.stream import AdsStream
 from xds_server.snapshot.snapshot import WILDCARD_TYPES, Snapshot
 
 
@@ -44,16 +44,9 @@ class SotwStream(AdsStream[discovery_pb2.DiscoveryRequest, discovery_pb2.Discove
         if tr is None:
             return
         nonce = request.response_nonce
-        if self.planner.is_stale(tr, nonce):
-            log.debug(
-                "sotw stale request ignored", extra={"fields": self._fields(type_url, nonce=nonce)}
-            )
-            return
-        if nonce and tr.inflight is not None:
-            error = request.error_detail.message if request.HasField("error_detail") else None
-            if error is not None and not error:
-                error = f"rejected without a message (code {request.error_detail.code})"
-            self.acknowledge(tr, error)
+        detail = request.error_detail if request.HasField("error_detail") else None
+        if not self.take_verdict(tr, nonce, detail):
+            return  # a stale SotW request is answered by the newer response already sent
         self._subscribe(tr, set(request.resource_names), initial=not nonce)
 
     def _subscribe(self, tr: TypeTrack, names: set[str], *, initial: bool) -> None:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import ClassVar, Generic, TypeVar
 
 from envoy.config.core.v3 import base_pb2
+from google.rpc import status_pb2
 
 from meshgate.redact import excerpt
 from xds_server.server.planner import Planner, Step, TypeTrack
@@ -208,6 +209,24 @@ class AdsStream(ABC, Generic[ReqT, RespT]):
         return out
 
     # -- ACK / NACK bookkeeping shared by both protocols --------------------------------------
+
+    def take_verdict(self, tr: TypeTrack, nonce: str, detail: status_pb2.Status | None) -> bool:
+        """Apply the ACK or NACK a request carries (both protocols say it the same way: the
+        nonce answered, and ``error_detail`` for a NACK); False when the nonce is stale, so
+        the request answers an older response and carries no verdict."""
+        if self.planner.is_stale(tr, nonce):
+            log.debug(
+                "%s stale nonce: ACK/NACK ignored",
+                self.protocol,
+                extra={"fields": self._fields(tr.type_url, nonce=nonce)},
+            )
+            return False
+        if nonce and tr.inflight is not None:
+            error = None
+            if detail is not None:
+                error = detail.message or f"rejected without a message (code {detail.code})"
+            self.acknowledge(tr, error)
+        return True
 
     def acknowledge(self, tr: TypeTrack, error: str | None) -> None:
         """Record the client's verdict on the latest response of ``tr``'s type."""

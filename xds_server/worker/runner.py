@@ -36,6 +36,7 @@ from typing import Any
 from meshgate.files import DEFAULT_MAX_CONFIG_BYTES
 from meshgate.problems import Problem
 from meshgate.runtime.gc_pause import gc_paused
+from meshgate.runtime.processes import signal_name
 from meshgate.yaml_bounds import DEFAULT_LIMITS, YamlLimits
 from xds_server.sources.state import CompileInput
 from xds_server.worker.child import locate_one, serve_one
@@ -63,11 +64,7 @@ def crash_problem(path: str, returncode: int) -> Problem:
     """The one line an operator needs when the worker died instead of answering."""
     if returncode < 0:
         signum = -returncode
-        try:
-            name = signal.Signals(signum).name
-        except ValueError:
-            name = "unknown signal"
-        reason = f"worker exited with signal {signum} ({name})"
+        reason = f"worker exited with signal {signum} ({signal_name(signum)})"
         if signum == signal.SIGKILL:
             reason += "; unless someone killed it, the kernel ran out of memory (see dmesg)"
     else:

@@ -208,3 +208,17 @@ async def test_two_clients_each_get_their_responses(ads: AdsServer) -> None:
         )
     )
     await asyncio.gather(one.close(), two.close())
+
+
+async def test_a_nack_without_a_message_is_still_a_nack(ads: AdsServer) -> None:
+    """``error_detail`` with an empty message: a rejection, said as such, never an ACK."""
+    ads.cache.set_snapshot(DEFAULT_GROUP, S1)
+    client = DeltaClient(ads.address, "d1")
+    await handshake(client, S1)
+    bad = mesh({"a": 9001, "old": 9002}, {"r1": ["a"]}, {"l1": ("r1", 10001)}, bad_regex="(")
+    ads.cache.set_snapshot(DEFAULT_GROUP, bad)
+    resp = await client.recv()
+    client.nack(resp, "")
+    await until(lambda: only_stream(ads, "d1")[ROUTE].nack_version == resp.system_version_info)
+    assert only_stream(ads, "d1")[ROUTE].nack_error == "rejected without a message (code 3)"
+    await client.close()

@@ -289,3 +289,18 @@ async def test_first_request_answered_even_when_empty(ads: AdsServer) -> None:
     resp = await client.recv()
     assert resp.type_url == LISTENER and len(resp.resources) == 0
     await client.close()
+
+
+async def test_a_nack_without_a_message_is_still_a_nack(ads: AdsServer) -> None:
+    """``error_detail`` with an empty message: a rejection, said as such, never an ACK."""
+    ads.cache.set_snapshot(DEFAULT_GROUP, S1)
+    client = SotwClient(ads.address, "n1")
+    await handshake(client, S1)
+    bad = mesh({"a": 9001, "old": 9002}, {"r1": ["a"]}, {"l1": ("r1", 10001)}, bad_regex="(")
+    ads.cache.set_snapshot(DEFAULT_GROUP, bad)
+    resp = await client.recv()
+    client.nack(resp, "")
+    await until(lambda: only_stream(ads, "n1")[ROUTE].nack_version == resp.version_info)
+    assert only_stream(ads, "n1")[ROUTE].nack_error == "rejected without a message (code 3)"
+    assert only_stream(ads, "n1")[ROUTE].acked_version == S1.type_version(ROUTE)
+    await client.close()

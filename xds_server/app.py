@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +36,9 @@ from meshgate.runtime.logs import setup_logging
 from meshgate.runtime.service import Service
 from meshgate.runtime.settings import (
     split_address,
+    yaml_limits,
 )
 from meshgate.runtime.workdirs import OwnedDir
-from meshgate.yaml_bounds import DEFAULT_LIMITS
 from xds_server.metrics import XdsMetrics
 from xds_server.publish.publisher import Locator, Publisher
 from xds_server.publish.validation import CanaryValidator, ValidateModeValidator, Validator
@@ -94,7 +93,7 @@ class ControlPlane:
             self._on_outcome,
             timeout=settings.compile_timeout,
             max_bytes=settings.max_config_bytes,
-            limits=replace(DEFAULT_LIMITS, max_nodes=settings.max_config_nodes),
+            limits=yaml_limits(settings.max_config_nodes),
             # a file written in place may be seen half-way: read it once it is left alone
             # for a moment (a writer's pause, not the polling period, which may be long)
             settle=min(settings.poll_interval, 0.2),

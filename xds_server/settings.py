@@ -15,6 +15,7 @@ from meshgate.runtime.help_format import DefaultsHelpFormatter
 from meshgate.runtime.settings import (
     ServiceSettings,
     add_common_arguments,
+    add_config_limit_arguments,
     common_from_args,
     is_loopback,
     split_address,
@@ -113,21 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds before an update an Envoy rejected is sent to it again (doubling, "
         "up to 10 min); a fleet Envoy may reject for a reason of its host that goes away",
     )
-    p.add_argument(
-        "--max-config-bytes",
-        type=int,
-        default=DEFAULT_MAX_CONFIG_BYTES,
-        metavar="N",
-        help="largest config file read; a larger one is refused",
-    )
-    p.add_argument(
-        "--max-config-nodes",
-        type=int,
-        default=DEFAULT_LIMITS.max_nodes,
-        metavar="N",
-        help="most YAML nodes (keys, values, collections; about 11 per route) a config may "
-        "have; a larger one is refused before it is built",
-    )
+    add_config_limit_arguments(p)
     p.add_argument(
         "--compile-timeout",
         type=float,

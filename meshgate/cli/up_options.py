@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from meshgate.files import DEFAULT_MAX_CONFIG_BYTES
+from meshgate.runtime.settings import add_config_limit_arguments
 from meshgate.yaml_bounds import DEFAULT_LIMITS
 
 LOG_FORMATS = ("auto", "text", "json")
@@ -107,20 +108,7 @@ def add_up_arguments(p: argparse.ArgumentParser) -> None:
         help="where --xds-tls auto keeps its CA and certificates (0700; default "
         "$XDG_STATE_HOME/meshgate/pki, else ~/.local/state/meshgate/pki)",
     )
-    p.add_argument(
-        "--max-config-bytes",
-        type=int,
-        metavar="N",
-        default=d.max_config_bytes,
-        help="largest config file read, here and by the control plane",
-    )
-    p.add_argument(
-        "--max-config-nodes",
-        type=int,
-        metavar="N",
-        default=d.max_config_nodes,
-        help="most YAML nodes (keys, values, collections) after alias expansion",
-    )
+    add_config_limit_arguments(p)  # checked here first, then by the control plane
 
 
 def up_options(a: argparse.Namespace) -> UpOptions:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
+
+from meshgate.files import DEFAULT_MAX_CONFIG_BYTES
+from meshgate.yaml_bounds import DEFAULT_LIMITS, YamlLimits
 
 LogFormat = Literal["json", "text"]
 
@@ -27,6 +30,32 @@ class ServiceSettings:
     drain_delay: float = 0.0
     #: Seconds in-flight calls get to finish once new calls are refused; then they are cancelled.
     drain_grace: float = 5.0
+
+
+def add_config_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--max-config-bytes`` and ``--max-config-nodes``, the same on every command that
+    reads a gateway config (``validate``, ``up``, the control plane), so a file that
+    ``validate`` accepts with some limits is one the gateway accepts with the same."""
+    parser.add_argument(
+        "--max-config-bytes",
+        type=int,
+        default=DEFAULT_MAX_CONFIG_BYTES,
+        metavar="N",
+        help="largest config file read; a larger one is refused",
+    )
+    parser.add_argument(
+        "--max-config-nodes",
+        type=int,
+        default=DEFAULT_LIMITS.max_nodes,
+        metavar="N",
+        help="most YAML nodes (keys, values, collections; about 11 per route) a config may "
+        "have; a larger one is refused before it is built",
+    )
+
+
+def yaml_limits(max_nodes: int) -> YamlLimits:
+    """The default YAML limits with ``--max-config-nodes`` applied."""
+    return replace(DEFAULT_LIMITS, max_nodes=max_nodes)
 
 
 def add_common_arguments(

@@ -121,6 +121,16 @@ def test_max_config_bytes_option_of_validate(tmp_path: Path) -> None:
     assert validate(path, "--max-config-bytes", str(size)).returncode == 0
 
 
+def test_max_config_nodes_option_of_validate(tmp_path: Path) -> None:
+    """The same limit flags as the gateway's, so validate judges a file as the gateway will."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(GOOD, encoding="utf-8")
+    refused = validate(path, "--max-config-nodes", "5")
+    assert refused.returncode == 1
+    assert "the YAML has more than 5 nodes (keys, values and collections)" in refused.stderr
+    assert validate(path, "--max-config-nodes", "1000").returncode == 0
+
+
 def test_a_file_larger_than_it_says_is_read_only_up_to_the_limit(tmp_path: Path) -> None:
     """/proc files report size 0 (as a file still being written may report less than it
     has): the read stops at the limit whatever st_size said."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from .client import ClientAddress, IpRules
+from .identity import Issuer, Login, Policy, Role
 from .protection import Compression, Limits, ServerHeader, Timeouts
 from .routes import VirtualHost
 from .services import Service
@@ -29,6 +31,13 @@ class Listener(Model):
         default=None, description="compress responses of every route (a route may opt out)"
     )
     server_header: ServerHeader = Field(default_factory=ServerHeader)
+    client_address: ClientAddress = Field(
+        default_factory=ClientAddress,
+        description="which proxies in front are trusted to say who the client is",
+    )
+    ip_rules: IpRules | None = Field(
+        default=None, description="client addresses allowed or denied on every route"
+    )
 
 
 class DemoUpstream(Model):
@@ -49,6 +58,10 @@ class GatewayConfig(Model):
     listeners: Annotated[list[Listener], Field(min_length=1)]
     services: list[Service] = Field(default_factory=list)
     demo_upstreams: list[DemoUpstream] = Field(default_factory=list)
+    issuers: list[Issuer] = Field(default_factory=list)
+    roles: list[Role] = Field(default_factory=list)
+    policies: list[Policy] = Field(default_factory=list)
+    logins: list[Login] = Field(default_factory=list)
 
     @cached_property
     def _services_by_name(self) -> dict[str, Service]:
@@ -61,3 +74,29 @@ class GatewayConfig(Model):
     def service(self, name: str) -> Service | None:
         """O(1): called once per route by the reference checks and the compiler."""
         return self._services_by_name.get(name)
+
+    @cached_property
+    def _named(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for kind in ("issuers", "roles", "policies", "logins"):
+            table: dict[str, Any] = {}
+            for item in getattr(self, kind):
+                table.setdefault(item.name, item)
+            out[kind] = table
+        return out
+
+    def issuer(self, name: str) -> Issuer | None:
+        found: Issuer | None = self._named["issuers"].get(name)
+        return found
+
+    def role(self, name: str) -> Role | None:
+        found: Role | None = self._named["roles"].get(name)
+        return found
+
+    def policy(self, name: str) -> Policy | None:
+        found: Policy | None = self._named["policies"].get(name)
+        return found
+
+    def login(self, name: str) -> Login | None:
+        found: Login | None = self._named["logins"].get(name)
+        return found

@@ -11,6 +11,7 @@ from typing import Any
 from meshgate.redact import show
 
 from .gateway import GatewayConfig
+from .identity_refs import attachment_issues, identity_issues
 from .protection import route_issues as protection_issues
 from .routes import Route, VirtualHost
 from .traffic import route_issues
@@ -48,6 +49,14 @@ def reference_errors(config: GatewayConfig) -> list[Issue]:
     issues += _duplicates(config.listeners, "name", ("listeners",), "listener name")
     issues += _duplicates(config.services, "name", ("services",), "service name")
     issues += _duplicates(config.demo_upstreams, "name", ("demo_upstreams",), "demo upstream")
+    for kind, what in (
+        ("issuers", "issuer"),
+        ("roles", "role"),
+        ("policies", "policy"),
+        ("logins", "login"),
+    ):
+        issues += _duplicates(getattr(config, kind), "name", (kind,), f"{what} name")
+    issues += identity_issues(config)
     bound: dict[tuple[str, int], str] = {}
     for li, listener in enumerate(config.listeners):
         key = (address_key(listener.address), listener.port)
@@ -63,6 +72,7 @@ def reference_errors(config: GatewayConfig) -> list[Issue]:
         issues += _duplicates(listener.virtual_hosts, "name", path, "virtual host name")
         claimed: dict[str, str] = {}
         for vi, vhost in enumerate(listener.virtual_hosts):
+            issues += attachment_issues(config, vhost, None, (*path, vi))
             for di, domain in enumerate(vhost.domains):
                 lowered = domain.lower()
                 if lowered in claimed:
@@ -104,6 +114,7 @@ def reference_errors(config: GatewayConfig) -> list[Issue]:
                         )
                     )
                 issues += route_issues(config, route, rpath)
+                issues += attachment_issues(config, vhost, route, rpath)
                 issues += protection_issues(vhost, route, rpath)
     issues += _demo_port_clashes(config, bound)
     return issues

@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, mo
 
 from meshgate.redact import show
 
+from .client import IpRules
 from .protection import Cors, SecurityHeaders, Size
 from .regex import Regex
 from .resilience import RetryPolicy
@@ -122,6 +123,19 @@ class Route(Model):
         default=None, description="false turns the listener's compression off for this route"
     )
     cache: bool = Field(default=False, description="serve cacheable GET responses from memory")
+    policy: Name | None = Field(
+        default=None, description="the access policy of this route (overrides the virtual host's)"
+    )
+    public: bool = Field(
+        default=False,
+        description="exempt this route from its virtual host's policy and login (a health page)",
+    )
+    login: Name | None = Field(
+        default=None, description="browser sign-in for this route (overrides the virtual host's)"
+    )
+    ip_rules: IpRules | None = Field(
+        default=None, description="client addresses allowed or denied on this route"
+    )
 
     @field_validator("timeout")
     @classmethod
@@ -171,3 +185,6 @@ class VirtualHost(Model):
     security_headers: SecurityHeaders | None = None
     request_headers: HeaderMutation | None = None
     response_headers: HeaderMutation | None = None
+    policy: Name | None = Field(default=None, description="the access policy of every route")
+    login: Name | None = Field(default=None, description="browser sign-in for every route")
+    ip_rules: IpRules | None = None

@@ -27,6 +27,15 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from xds_server.compiler.identity_names import (
+    ALLOW_RBAC_FILTER,
+    CLIENT_HEADERS_FILTER,
+    DENY_RBAC_FILTER,
+    IP_RBAC_FILTER,
+    JWT_FILTER,
+    OAUTH2_FILTER,
+    TOKEN_RBAC_FILTER,
+)
 from xds_server.compiler.protos import pack
 
 if TYPE_CHECKING:
@@ -58,11 +67,15 @@ class Slot:
 #: The HTTP filter order, first to last. Adding a filter is adding a row here.
 HTTP_FILTER_ORDER: tuple[Slot, ...] = (
     Slot(
-        CORS,
-        "answers a preflight before anything else runs, and adds CORS headers to every "
-        "response, local replies included",
+        CLIENT_HEADERS_FILTER,
+        "first: removes every client-sent x-meshgate-* header, so no later filter and no "
+        "upstream can mistake a forged identity header for one meshgate set",
     ),
-    Slot(BUFFER, "the body limit holds before any later filter reads the body"),
+    Slot(
+        CORS,
+        "answers a preflight before anything else runs (so it needs no credentials), and "
+        "adds CORS headers to every response, local replies included",
+    ),
     Slot(
         COMPRESSOR,
         "compresses what the filters after it (and the upstream) send; one filter "
@@ -70,8 +83,23 @@ HTTP_FILTER_ORDER: tuple[Slot, ...] = (
     ),
     Slot(
         RESPONSE_HEADERS,
-        "sets security headers and x-cache on every response, cache hits "
-        "and local replies included",
+        "sets security headers and x-cache on every response: cache hits and local "
+        "replies included, the 401s and 403s of the filters after it too",
+    ),
+    Slot(IP_RBAC_FILTER, "refuses denied client addresses before any credential is looked at"),
+    Slot(
+        OAUTH2_FILTER,
+        "browser sign-in: sends a browser without a session to the identity provider, and "
+        "puts the tokens of one that has a session where jwt_authn reads them",
+    ),
+    Slot(JWT_FILTER, "verifies tokens and writes who the caller is into metadata and headers"),
+    Slot(TOKEN_RBAC_FILTER, "refuses (401) verified tokens whose header breaks the rules"),
+    Slot(DENY_RBAC_FILTER, "a policy's deny rules win over every grant, so they run first"),
+    Slot(ALLOW_RBAC_FILTER, "a policy's grants; what they do not allow is denied"),
+    Slot(
+        BUFFER,
+        "the body limit holds before any later filter reads the body; after authorization, "
+        "so an unauthenticated request is never buffered",
     ),
     Slot(
         CACHE,

@@ -1,0 +1,74 @@
+"""Who the client is, and which client addresses may come in.
+
+Every IP-based feature (IP rules here, later rate limits, intrusion detection and the access
+log) reads one client address per listener, derived by Envoy from the socket peer and the
+proxies the operator says are trusted. A client that sends its own ``x-forwarded-for`` can
+never choose that address: only hops added by trusted proxies are believed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from meshgate.redact import show
+
+from .values import Model
+
+
+def _check_cidr(value: Any) -> Any:
+    """``10.0.0.0/8``, ``2001:db8::/32`` or a single address (a /32 or /128)."""
+    if isinstance(value, str):
+        try:
+            net = ipaddress.ip_network(value, strict=True)
+        except ValueError as exc:
+            hint = ""
+            try:
+                ipaddress.ip_network(value, strict=False)
+                hint = " (host bits are set: write the network address)"
+            except ValueError:
+                pass
+            raise ValueError(f"invalid CIDR {show(value)}{hint}: {exc}") from None
+        return net.with_prefixlen
+    return value
+
+
+Cidr = Annotated[str, BeforeValidator(_check_cidr)]
+
+
+class ClientAddress(Model):
+    """How the client address is found: the peer, or the address a trusted proxy saw.
+
+    ``trusted_hops: N``: the N right-most ``x-forwarded-for`` entries were added by proxies the
+    operator runs; the client is the entry before them. ``trusted_cidrs``: proxies are trusted by
+    their address instead (walking ``x-forwarded-for`` from the right while the hop is in
+    one of the CIDRs). Default: no proxy is trusted; the client is the socket peer.
+    """
+
+    trusted_hops: Annotated[int, Field(ge=0, le=16)] = 0
+    trusted_cidrs: list[Cidr] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ClientAddress:
+        if self.trusted_hops and self.trusted_cidrs:
+            raise ValueError("use 'trusted_hops' or 'trusted_cidrs', not both")
+        return self
+
+
+class IpRules(Model):
+    """Allow and deny lists of client addresses (CIDRs, IPv4 and IPv6).
+
+    A client in ``deny`` is refused (403); with ``allow`` given, a client in none of its CIDRs
+    is refused too. Deny wins.
+    """
+
+    allow: list[Cidr] = Field(default_factory=list)
+    deny: list[Cidr] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _something(self) -> IpRules:
+        if not self.allow and not self.deny:
+            raise ValueError("'ip_rules' needs 'allow' or 'deny' (or both)")
+        return self

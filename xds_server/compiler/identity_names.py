@@ -1,0 +1,47 @@
+"""Names the identity features share with each other and with Envoy: one place, no drift.
+
+The JWT feature writes a verified token's payload and header into Envoy's dynamic metadata
+under these keys; the policy feature's RBAC rules read them there; the access log and the
+ext_authz service (later) read the same. Changing a name here changes it everywhere.
+"""
+
+from __future__ import annotations
+
+#: Envoy's JWT filter (also the dynamic-metadata namespace its results are written under).
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+#: Removes every client-sent ``x-meshgate-*`` request header, first in every chain.
+CLIENT_HEADERS_FILTER = "meshgate.client_headers"
+#: RBAC on the client address (listener, virtual host and route ``ip_rules``).
+IP_RBAC_FILTER = "envoy.filters.http.rbac.ip"
+#: RBAC on the verified token's header (``crit``, ``alg`` outside the allowlist, embedded
+#: keys): its denials are answered 401, as a bad token, not 403.
+TOKEN_RBAC_FILTER = "envoy.filters.http.rbac.token"
+#: A policy's ``deny`` rules (action DENY): they win over every grant.
+DENY_RBAC_FILTER = "envoy.filters.http.rbac.deny"
+#: A policy's grants (action ALLOW): what they do not allow is denied.
+ALLOW_RBAC_FILTER = "envoy.filters.http.rbac.allow"
+#: Browser sign-in.
+OAUTH2_FILTER = "envoy.filters.http.oauth2"
+
+#: Every request header with this prefix that a client sends is removed before any filter.
+IDENTITY_HEADER_PREFIX = "x-meshgate-"
+SUBJECT_HEADER = "x-meshgate-subject"
+TENANT_HEADER = "x-meshgate-tenant"
+ROLES_HEADER = "x-meshgate-roles"
+#: Which issuer (by its config name) vouched for the caller.
+ISSUER_HEADER = "x-meshgate-issuer"
+
+
+def payload_key(issuer: str) -> str:
+    """``JwtProvider.payload_in_metadata`` of issuer ``issuer`` (its config name)."""
+    return issuer
+
+
+def header_key(issuer: str) -> str:
+    """``JwtProvider.header_in_metadata``: the token's JOSE header, for the token checks."""
+    return f"{issuer}.header"
+
+
+def provider_name(issuer: str) -> str:
+    """The jwt_authn provider (and requirement) name of an issuer."""
+    return issuer

@@ -7,10 +7,11 @@ before a filter buffers. That decision is made here, once, for every feature: a 
 says *which* filters a listener needs (``Feature.http_filters``), and :func:`http_filter_chain`
 places them by :data:`HTTP_FILTER_ORDER`. A filter without a row cannot be emitted.
 
-Coming features get their row where it belongs (Envoy Gateway's ``httpfilters.go`` keeps the
-same kind of table): authentication (jwt_authn, ext_authz) after CORS, so a preflight needs no
-credentials, and before rbac and rate limits, which act on the identity; ext_proc after
-authorization, so unauthenticated requests never reach a Python hop; the router always last.
+The identity filters (issue "identity at the edge") sit after CORS, so a preflight needs no
+credentials, and after the response-header filter, so their 401s and 403s get the security
+headers: IP rules, then sign-in, token verification, token checks, deny rules, grants. The body
+buffer comes after them, so an unauthenticated request is never buffered. ext_proc will go
+after authorization, so unauthenticated requests never reach a Python hop; the router is last.
 """
 
 from __future__ import annotations

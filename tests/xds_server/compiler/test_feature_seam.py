@@ -84,10 +84,17 @@ def test_the_order_table() -> None:
     """Changing this list changes what every response goes through: review it with the
     reasons in filters.py (and expect golden diffs)."""
     assert [slot.name for slot in HTTP_FILTER_ORDER] == [
+        "meshgate.client_headers",
         "envoy.filters.http.cors",
-        "envoy.filters.http.buffer",
         "envoy.filters.http.compressor.",
         "envoy.filters.http.header_mutation",
+        "envoy.filters.http.rbac.ip",
+        "envoy.filters.http.oauth2",
+        "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.rbac.token",
+        "envoy.filters.http.rbac.deny",
+        "envoy.filters.http.rbac.allow",
+        "envoy.filters.http.buffer",
         "envoy.filters.http.cache",
         "envoy.filters.http.router",
     ]
@@ -190,7 +197,7 @@ def ext_authz_row(monkeypatch: pytest.MonkeyPatch) -> None:
     from xds_server.compiler import filters
 
     rows = list(filters.HTTP_FILTER_ORDER)
-    rows.insert(1, filters.Slot(EXT_AUTHZ, "after CORS, so a preflight needs no credentials"))
+    rows.insert(2, filters.Slot(EXT_AUTHZ, "after CORS, so a preflight needs no credentials"))
     monkeypatch.setattr(filters, "HTTP_FILTER_ORDER", tuple(rows))
 
 

@@ -91,10 +91,10 @@ def test_chain_order_and_which_filters_are_disabled() -> None:
     hcm, _ = _compiled(text)
     assert _filters(hcm) == [
         (CORS, True),
-        (BUFFER, True),
         (compressor_name("gzip"), False),
         (compressor_name("zstd"), False),
         (RESPONSE_HEADERS, True),
+        (BUFFER, True),
         (CACHE, True),
         ("envoy.filters.http.router", False),
     ]

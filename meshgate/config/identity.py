@@ -94,6 +94,11 @@ class SecretRef(Model):
         exactly_one(self, ("env", "file"), "a secret")
         return self
 
+    def key(self) -> str:
+        """Where the secret is, as one string (``env:NAME``, ``file:PATH``): how the compile
+        input names its value, and safe to log."""
+        return f"env:{self.env}" if self.env is not None else f"file:{self.file}"
+
 
 class Jwks(Model):
     """Where an issuer's signing keys come from, and how long a fetched set stays usable.
@@ -123,6 +128,15 @@ class Jwks(Model):
     def _one_source(self) -> Jwks:
         exactly_one(self, ("url", "file", "inline"), "'jwks'")
         return self
+
+    def fingerprint(self) -> str:
+        """Names the source the keys come from (``url:...``, ``file:...``), so keys fetched
+        for an old URL are never used for a new one."""
+        if self.url is not None:
+            return f"url:{self.url}"
+        if self.file is not None:
+            return f"file:{self.file}"
+        return "inline"
 
 
 class TokenSource(Model):

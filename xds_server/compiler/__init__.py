@@ -16,7 +16,12 @@ from collections.abc import Mapping, Sequence
 
 from meshgate.config import Endpoint, GatewayConfig
 from xds_server.compiler.clusters import compile_cluster, compile_load_assignment
-from xds_server.compiler.context import CompileContext, ListenerContext, VirtualHostContext
+from xds_server.compiler.context import (
+    CompileContext,
+    IssuerKeys,
+    ListenerContext,
+    VirtualHostContext,
+)
 from xds_server.compiler.feature import Feature, Features
 from xds_server.compiler.features import FEATURES
 from xds_server.compiler.listeners import ACCESS_LOG_FORMAT, LOCAL_REPLY_MESSAGES, compile_listener
@@ -30,6 +35,7 @@ __all__ = [
     "CompileContext",
     "Feature",
     "Features",
+    "IssuerKeys",
     "ListenerContext",
     "VirtualHostContext",
     "compile_cluster",
@@ -47,9 +53,14 @@ def compile_resources(
     config: GatewayConfig,
     discovered: Mapping[str, Sequence[Endpoint]] | None = None,
     features: Sequence[Feature] = FEATURES,
+    *,
+    jwks: Mapping[str, IssuerKeys] | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> list[Resource]:
     """Every Envoy resource the config means, packed and versioned."""
-    ctx = CompileContext(config, discovered or {}, Features.of(features))
+    ctx = CompileContext(
+        config, discovered or {}, Features.of(features), jwks=jwks or {}, secrets=secrets or {}
+    )
     out: list[Resource] = []
     for service in config.services:
         out.append(Resource.of(service.name, compile_cluster(ctx, service)))
@@ -82,6 +93,10 @@ def compile_snapshot(
     config: GatewayConfig,
     discovered: Mapping[str, Sequence[Endpoint]] | None = None,
     labels: Mapping[str, str] | None = None,
+    *,
+    jwks: Mapping[str, IssuerKeys] | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> Snapshot:
     """Compile and check: raises InconsistentSnapshotError rather than return a broken set."""
-    return Snapshot.build(compile_resources(config, discovered), labels).check()
+    resources = compile_resources(config, discovered, jwks=jwks, secrets=secrets)
+    return Snapshot.build(resources, labels).check()

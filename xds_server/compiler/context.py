@@ -34,6 +34,19 @@ def _memoized(memo: dict[str, Any], key: str, compute: Callable[[], T]) -> T:
 
 
 @dataclass(frozen=True)
+class IssuerKeys:
+    """An issuer's signing keys as the control plane last fetched them (its JWKS manager).
+
+    ``fingerprint`` is :meth:`meshgate.config.identity.Jwks.fingerprint` of the source they
+    were fetched from: keys fetched for another URL (the config changed) are not used.
+    """
+
+    fingerprint: str
+    #: The JWKS JSON document, validated by the manager.
+    document: str
+
+
+@dataclass(frozen=True)
 class CompileContext:
     """One compile: its input, its features and its memo."""
 
@@ -42,6 +55,12 @@ class CompileContext:
     discovered: Mapping[str, Sequence[Endpoint]]
     #: The features taking part, with the hooks each implements (see ``feature.py``).
     features: Features
+    #: Fetched signing keys by issuer name (inline keys are in the config itself). An issuer
+    #: missing here has no usable keys: its tokens are refused, never accepted unchecked.
+    jwks: Mapping[str, IssuerKeys] = field(default_factory=dict)
+    #: Secret values by :meth:`meshgate.config.identity.SecretRef.key`, read by the compile
+    #: job from the environment or files; they go to Envoy only as SDS secrets.
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     #: Whole-config facts computed once per compile; keys are prefixed by the feature's name.
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

@@ -119,18 +119,18 @@ def _type_line(name: str, ts: dict[str, Any]) -> str:
     runs = ts.get("acked_version") or "nothing"
     published = ts.get("published_version") or "-"
     if state == "in_sync":
-        return f"    {name}  in sync   version {runs}"
+        return f"    {name:<4} in sync   version {runs}"
     if state == "refused":
         count = ts.get("nack_count") or 1
         times = f"{count} times, last " if count > 1 else ""
         return (
-            f"    {name}  REFUSED   runs {runs}; refused {published} "
+            f"    {name:<4} REFUSED   runs {runs}; refused {published} "
             f"({times}{_ago(ts.get('nacked_at'))}): {ts.get('nack_error')}"
         )
     if state == "sent":
-        return f"    {name}  updating  runs {runs}; sent {published}, awaiting its answer"
+        return f"    {name:<4} updating  runs {runs}; sent {published}, awaiting its answer"
     return (
-        f"    {name}  waiting   runs {runs}; {published} not sent yet (waits for the types above)"
+        f"    {name:<4} waiting   runs {runs}; {published} not sent yet (waits for the types above)"
     )
 
 

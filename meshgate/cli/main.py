@@ -37,15 +37,27 @@ def _compile(
     """Load and compile ``path``; on failure print every problem and return None."""
     from xds_server.compiler import compile_snapshot
     from xds_server.snapshot.snapshot import InconsistentSnapshotError
+    from xds_server.worker.secret_values import read_secrets
 
     try:
         loaded = load_config(path, max_bytes, yaml_limits(max_nodes))
-        return loaded, compile_snapshot(loaded.config)
+        # the secrets are read as the control plane reads them: a missing one is an error here
+        # too (render shows them redacted)
+        secrets = read_secrets(loaded.config, loaded.source, _text_of(loaded.source, max_bytes))
+        return loaded, compile_snapshot(loaded.config, secrets=secrets)
     except ConfigError as exc:
         print_problems(exc)
     except InconsistentSnapshotError as exc:
         print(f"error: {path}: {exc}", file=sys.stderr)
     return None
+
+
+def _text_of(path: str, max_bytes: int) -> str | None:
+    """The file's text again, to place problems found after loading (None if it is gone)."""
+    try:
+        return read_config_text(path, max_bytes)
+    except ConfigError:
+        return None
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:

@@ -154,6 +154,10 @@ class Walker:
             found[(ENDPOINT, eds)] = (None, ("eds_cluster_config",))
         if cluster.HasField("cluster_type"):
             self._message(cluster.cluster_type, None, ("cluster_type",), found)
+        if cluster.HasField("transport_socket"):  # its TLS context may name secrets (SDS)
+            self._message(cluster.transport_socket, None, ("transport_socket",), found)
+        for i, match in enumerate(cluster.transport_socket_matches):
+            self._message(match, None, (f"transport_socket_matches[{i}]",), found)
 
     def can_refer(self, desc: Descriptor) -> bool:
         """Whether a message of this type can contain a reference (a site, or a typed config

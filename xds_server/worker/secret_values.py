@@ -42,6 +42,8 @@ from meshgate.yaml_read import problem
 
 #: Largest secret file: a client secret or HMAC key is tens of bytes; a PEM bundle a few kB.
 MAX_SECRET_BYTES = 64 * 1024
+#: Longest path quoted in a message (in full: it says where the secret was looked for).
+MAX_PATH_SHOWN = 400
 
 
 class SecretReadError(Exception):
@@ -146,7 +148,7 @@ def read_env_secret(name: str, environ: Mapping[str, str]) -> str:
 
 def read_file_secret(path: Path, max_bytes: int = MAX_SECRET_BYTES) -> str:
     """The secret in the file at ``path`` (see the module's docstring for the rules)."""
-    where = f"secret file {show(str(path))}"
+    where = f"secret file {show(str(path), limit=MAX_PATH_SHOWN)}"
     try:
         _check(where, os.stat(path), max_bytes)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)

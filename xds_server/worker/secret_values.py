@@ -35,7 +35,7 @@ from pydantic import BaseModel
 from meshgate.config import GatewayConfig
 from meshgate.config.identity import SecretRef
 from meshgate.files import file_kind
-from meshgate.problems import ConfigError, Problem
+from meshgate.problems import ConfigError
 from meshgate.redact import show
 from meshgate.yaml_locate import Loc, positions
 from meshgate.yaml_read import problem

@@ -57,7 +57,7 @@ from meshgate.runtime.gc_pause import gc_paused
 from meshgate.yaml_bounds import DEFAULT_LIMITS
 from xds_server.compiler import compile_snapshot
 from xds_server.publish.validation import ValidateModeValidator
-from xds_server.snapshot.snapshot import ORDER, Snapshot, short_name
+from xds_server.snapshot.snapshot import Snapshot, short_name
 
 #: Targets from the issue.
 TARGET_ACK_S = {1_000: 1.0, 10_000: 2.0, 100_000: 20.0}
@@ -142,7 +142,8 @@ def fleet_acked(status: dict[str, Any], snap: Snapshot) -> bool:
     for envoy in status.get("envoys", []):
         types = envoy.get("types", {})
         if all(
-            types.get(short_name(t), {}).get("acked_version") == snap.type_version(t) for t in ORDER
+            types.get(short_name(t), {}).get("acked_version") == snap.type_version(t)
+            for t in snap.types
         ):
             return True
     return False

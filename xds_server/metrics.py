@@ -88,7 +88,7 @@ class XdsMetrics:
 
     def on_event(self, event: StatusEvent) -> None:
         # A label per type a client names would let an impostor add series without bound
-        # (one per made-up type URL); the four types meshgate serves, and "other".
+        # (one per made-up type URL); the six types meshgate serves, and "other".
         t = SHORT_NAMES.get(event.type_url, "other")
         if event.kind == "opened":
             self.streams.labels(event.stream.protocol).inc()

@@ -37,15 +37,27 @@ def _compile(
     """Load and compile ``path``; on failure print every problem and return None."""
     from xds_server.compiler import compile_snapshot
     from xds_server.snapshot.snapshot import InconsistentSnapshotError
+    from xds_server.worker.secret_values import read_secrets
 
     try:
         loaded = load_config(path, max_bytes, yaml_limits(max_nodes))
-        return loaded, compile_snapshot(loaded.config)
+        # the secrets are read as the control plane reads them: a missing one is an error here
+        # too (render shows them redacted)
+        secrets = read_secrets(loaded.config, loaded.source, _text_of(loaded.source, max_bytes))
+        return loaded, compile_snapshot(loaded.config, secrets=secrets)
     except ConfigError as exc:
         print_problems(exc)
     except InconsistentSnapshotError as exc:
         print(f"error: {path}: {exc}", file=sys.stderr)
     return None
+
+
+def _text_of(path: str, max_bytes: int) -> str | None:
+    """The file's text again, to place problems found after loading (None if it is gone)."""
+    try:
+        return read_config_text(path, max_bytes)
+    except ConfigError:
+        return None
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:
@@ -119,18 +131,18 @@ def _type_line(name: str, ts: dict[str, Any]) -> str:
     runs = ts.get("acked_version") or "nothing"
     published = ts.get("published_version") or "-"
     if state == "in_sync":
-        return f"    {name}  in sync   version {runs}"
+        return f"    {name:<4} in sync   version {runs}"
     if state == "refused":
         count = ts.get("nack_count") or 1
         times = f"{count} times, last " if count > 1 else ""
         return (
-            f"    {name}  REFUSED   runs {runs}; refused {published} "
+            f"    {name:<4} REFUSED   runs {runs}; refused {published} "
             f"({times}{_ago(ts.get('nacked_at'))}): {ts.get('nack_error')}"
         )
     if state == "sent":
-        return f"    {name}  updating  runs {runs}; sent {published}, awaiting its answer"
+        return f"    {name:<4} updating  runs {runs}; sent {published}, awaiting its answer"
     return (
-        f"    {name}  waiting   runs {runs}; {published} not sent yet (waits for the types above)"
+        f"    {name:<4} waiting   runs {runs}; {published} not sent yet (waits for the types above)"
     )
 
 

@@ -26,35 +26,36 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
 from typing import Protocol
 
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
-from google.protobuf import json_format
 
 from meshgate.proxy.bootstrap import BootstrapParams
 from meshgate.proxy.envoy_process import EnvoyProcess, find_envoy, free_port
 from meshgate.redact import redact_text
 from meshgate.runtime.processes import signal_name
 from meshgate.runtime.workdirs import OwnedDir
+from xds_server.publish.static_bootstrap import static_bootstrap
 from xds_server.server.status import StatusEvent, StatusRegistry, StreamStatus
 from xds_server.snapshot.cache import CANARY_GROUP, CANARY_NODE_PREFIX, SnapshotCache
 from xds_server.snapshot.snapshot import (
-    CLUSTER,
-    ENDPOINT,
     LISTENER,
-    ORDER,
-    ROUTE,
+    WILDCARD_TYPES,
+    InconsistentSnapshotError,
     Resource,
     Snapshot,
     short_name,
 )
+
+__all__ = [
+    "CanaryValidator",
+    "ValidateModeValidator",
+    "Validator",
+    "canary_snapshot",
+    "envoy_reason",
+    "static_bootstrap",
+    "validate_mode_verdict",
+]
 
 log = logging.getLogger("meshgate.validation")
 
@@ -75,7 +76,7 @@ class Validator(Protocol):
 def canary_snapshot(snapshot: Snapshot) -> Snapshot:
     """The candidate as the canary gets it: identical, except listeners do not bind."""
     resources: list[Resource] = []
-    for type_url in ORDER:
+    for type_url in snapshot.types:
         for name, res in snapshot.of_type(type_url).items():
             if type_url == LISTENER:
                 listener = res.unpack()
@@ -184,7 +185,7 @@ class CanaryValidator:
         at once instead.
         """
         for stream in self._streams():
-            for type_url in ORDER:
+            for type_url in snap.types:
                 ts = stream.types.get(type_url)
                 if (
                     ts is not None
@@ -195,14 +196,12 @@ class CanaryValidator:
         return []
 
     def _accepted(self, snap: Snapshot) -> bool:
+        """Whether a canary stream has ACKed every type of ``snap`` it is made to ask for:
+        CDS and LDS always; EDS, RDS, SDS and ECDS when something in the snapshot names a
+        resource of them (Envoy asks for nothing else, so nothing else can be judged)."""
+        needed = [t for t in snap.types if t in WILDCARD_TYPES or snap.references.referenced(t)]
         for stream in self._streams():
-            ok = True
-            for type_url in ORDER:
-                if not snap.of_type(type_url) and type_url in (ENDPOINT, ROUTE):
-                    continue
-                if stream.type(type_url).acked_version != snap.type_version(type_url):
-                    ok = False
-            if ok:
+            if all(stream.type(t).acked_version == snap.type_version(t) for t in needed):
                 return True
         return False
 
@@ -248,58 +247,6 @@ class CanaryValidator:
                 )
 
 
-def static_bootstrap(snapshot: Snapshot) -> dict[str, object]:
-    """A bootstrap with the snapshot inlined: EDS clusters become STATIC with their endpoints,
-    and each HTTP connection manager carries its route configuration instead of asking RDS.
-
-    Which endpoints and which route configuration belong where is what the snapshot's
-    reference walker says (``snapshot.references``), the same answer the consistency check
-    and the ADS planner use.
-    """
-    refs = snapshot.references
-    endpoints, routes = snapshot.of_type(ENDPOINT), snapshot.of_type(ROUTE)
-    clusters = []
-    for name, res in snapshot.of_type(CLUSTER).items():
-        cluster = res.unpack()
-        assert isinstance(cluster, cluster_pb2.Cluster)
-        eds = [r.name for r in refs.of(CLUSTER, name) if r.type_url == ENDPOINT]
-        if eds:
-            cluster.type = cluster_pb2.Cluster.STATIC
-            cluster.ClearField("eds_cluster_config")
-            cla_res = endpoints.get(eds[0])
-            if cla_res is not None:
-                cla = cla_res.unpack()
-                assert isinstance(cla, endpoint_pb2.ClusterLoadAssignment)
-                cluster.load_assignment.CopyFrom(cla)
-        clusters.append(json_format.MessageToDict(cluster))
-    listeners = []
-    for name, res in snapshot.of_type(LISTENER).items():
-        listener = res.unpack()
-        assert isinstance(listener, listener_pb2.Listener)
-        _inline_routes(listener, refs.children(ROUTE).get(name, frozenset()), routes)
-        listener.bind_to_port.value = False
-        listeners.append(json_format.MessageToDict(listener))
-    return {"static_resources": {"clusters": clusters, "listeners": listeners}}
-
-
-def _inline_routes(
-    listener: listener_pb2.Listener, asked: frozenset[str], routes: Mapping[str, Resource]
-) -> None:
-    """Replace each HCM's RDS subscription to one of ``asked`` by the route configuration."""
-    for chain in [*listener.filter_chains, listener.default_filter_chain]:
-        for flt in chain.filters:
-            if not flt.typed_config.Is(hcm_pb2.HttpConnectionManager.DESCRIPTOR):
-                continue
-            hcm = hcm_pb2.HttpConnectionManager()
-            flt.typed_config.Unpack(hcm)
-            name = hcm.rds.route_config_name
-            if hcm.HasField("rds") and name in asked and name in routes:
-                rc = routes[name].unpack()
-                assert isinstance(rc, route_pb2.RouteConfiguration)
-                hcm.route_config.CopyFrom(rc)  # a oneof with rds: replaces it
-                flt.typed_config.Pack(hcm, deterministic=True)
-
-
 class ValidateModeValidator:
     """``envoy --mode validate`` on the candidate inlined into a static bootstrap."""
 
@@ -310,12 +257,19 @@ class ValidateModeValidator:
         self.timeout = timeout
 
     async def validate(self, snapshot: Snapshot) -> list[str]:
-        # An OwnedDir, not a TemporaryDirectory: a control plane killed mid-validation leaves
-        # a directory that the next validation (of any meshgate process) sweeps.
+        try:
+            bootstrap = static_bootstrap(snapshot)
+        except InconsistentSnapshotError as exc:
+            return [f"Envoy would reject the config: {exc}"]
+        # An OwnedDir (0700, its owner only: the bootstrap holds the secrets), not a
+        # TemporaryDirectory: a control plane killed mid-validation leaves a directory that
+        # the next validation (of any meshgate process) sweeps.
         workdir = OwnedDir("meshgate-validate-")
         try:
             path = workdir.path / "bootstrap.json"
-            path.write_text(json.dumps(static_bootstrap(snapshot)))
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as file:
+                json.dump(bootstrap, file)
             try:
                 proc = await asyncio.create_subprocess_exec(
                     self.binary,
@@ -339,7 +293,8 @@ class ValidateModeValidator:
                 return [f"envoy --mode validate did not finish within {self.timeout:g}s"]
         finally:
             workdir.remove()
-        return validate_mode_verdict(proc.returncode, out.decode(errors="replace"))
+        output = snapshot.hide_secrets(out.decode(errors="replace"))
+        return validate_mode_verdict(proc.returncode, output)
 
 
 def validate_mode_verdict(returncode: int | None, output: str) -> list[str]:

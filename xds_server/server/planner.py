@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from envoy.config.listener.v3 import listener_pb2
 
-from xds_server.snapshot.references import PARENT
+from xds_server.snapshot.references import PARENTS
 from xds_server.snapshot.snapshot import LISTENER, ORDER, WILDCARD_TYPES, Resource, Snapshot
 
 #: name -> resource version: what a client holds of one type, or should hold.
@@ -164,7 +164,7 @@ class Planner:
         return [tr.type_url for tr in self._active()]
 
     def _active(self) -> Iterator[TypeTrack]:
-        """Active tracks in push order: ORDER first, any other type (SDS, RTDS...) after."""
+        """Active tracks in push order: ORDER first, any other type (RTDS...) after."""
         rank = {t: i for i, t in enumerate(ORDER)}
         for t in sorted(self._tracks, key=lambda t: (rank.get(t, len(rank)), t)):
             if self._tracks[t].active:
@@ -261,16 +261,20 @@ class Planner:
         return None
 
     def _awaiting_subscription(self, tr: TypeTrack, snap: Snapshot) -> bool:
-        """True while the client has yet to ask for EDS/RDS names that the clusters/listeners
-        it holds make it need: the answer to that request is part of this step (warming), so
-        later types wait for it. Only when the client follows that parent type at all."""
-        parent = PARENT.get(tr.type_url)
-        if parent is None or tr.wildcard:
+        """True while the client has yet to ask for EDS/RDS/SDS/ECDS names that the clusters,
+        listeners (or filter configs) it holds make it need: the answer to that request is
+        part of this step (warming), so later types wait for it. Only for parent types the
+        client follows at all."""
+        parents = PARENTS.get(tr.type_url)
+        if not parents or tr.wildcard:
             return False
-        ptr = self._tracks.get(parent)
-        if ptr is None or not ptr.active:
-            return False
-        return not snap.references.expected_names(tr.type_url, ptr.client) <= tr.names
+        for parent in parents:
+            ptr = self._tracks.get(parent)
+            if ptr is None or not ptr.active:
+                continue
+            if not snap.references.expected_names(tr.type_url, ptr.client, parent) <= tr.names:
+                return True
+        return False
 
     def _send(
         self, tr: TypeTrack, state: State, bodies: dict[str, Resource], snap: Snapshot

@@ -148,7 +148,7 @@ class StreamStatus:
 
 
 def _ordered(types: Mapping[str, TypeStatus]) -> list[str]:
-    """CDS, EDS, LDS, RDS (the order Envoy applies them), then anything else."""
+    """CDS, EDS, SDS, ECDS, LDS, RDS (the push order), then anything else."""
     rank = {t: i for i, t in enumerate(ORDER)}
     return sorted(types, key=lambda t: (rank.get(t, len(rank)), t))
 

@@ -13,7 +13,7 @@ import asyncio
 import enum
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import ClassVar, Generic, TypeVar
 
 from envoy.config.core.v3 import base_pb2
@@ -23,7 +23,14 @@ from meshgate.redact import excerpt
 from xds_server.server.planner import Planner, Step, TypeTrack
 from xds_server.server.status import StatusRegistry, StreamStatus
 from xds_server.snapshot.cache import CANARY_GROUP, CANARY_NODE_PREFIX, SnapshotCache
-from xds_server.snapshot.snapshot import WILDCARD_TYPES, Snapshot, short_name
+from xds_server.snapshot.snapshot import (
+    WILDCARD_TYPES,
+    Resource,
+    Snapshot,
+    hide_secrets,
+    secret_values,
+    short_name,
+)
 
 log = logging.getLogger("meshgate.xds")
 
@@ -240,6 +247,7 @@ class AdsStream(ABC, Generic[ReqT, RespT]):
             return
         sent = self.planner.nack(tr)
         if sent is not None:
+            error = self._without_secrets(error, sent.bodies.values())
             self._registry.nacked(self.status, tu, sent.version, error)
             log.warning(
                 "xds nack: Envoy %s rejected %s version %s: %s",
@@ -249,6 +257,16 @@ class AdsStream(ABC, Generic[ReqT, RespT]):
                 error,
                 extra={"fields": self._fields(tu, version=sent.version, error=error)},
             )
+
+    def _without_secrets(self, error: str, sent: Iterable[Resource]) -> str:
+        """Envoy's NACK text without any secret value in clear: Envoy may quote the resource
+        it refuses, and this text goes to the log, ``meshgate status`` and the canary's
+        verdict. The values are those of what was sent and of the group's snapshot."""
+        values = secret_values(sent)
+        snap = self._cache.get_snapshot(self.group)
+        if snap is not None:
+            values |= snap.secret_values
+        return hide_secrets(error, values) if values else error
 
     def _fields(self, type_url: str = "", **more: object) -> dict[str, object]:
         fields: dict[str, object] = {

@@ -21,7 +21,11 @@ everything a filter can name):
 * listener -> the route configuration each HTTP connection manager asks for over ADS, and every
   cluster named anywhere in its network filters, HTTP filters, access logs and tracing;
 * route configuration -> each route's cluster or weighted clusters, request mirrors, and any
-  cluster named in a per-filter config (route, virtual host or weighted cluster level).
+  cluster named in a per-filter config (route, virtual host or weighted cluster level);
+* anything -> the secret each ``SdsSecretConfig`` over ADS names (a filter config's, a TLS
+  context's), and the filter config (ECDS) each filter with ``config_discovery`` over ADS asks
+  for; a filter config (``TypedExtensionConfig``) is walked like a filter, so the secrets it
+  names are its references.
 
 How a resource is walked is in :mod:`xds_server.snapshot.walker`. The result is kept by the
 snapshot object it belongs to (``Snapshot.references``), not in a module-level cache.
@@ -36,11 +40,27 @@ from typing import Protocol
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from xds_server.snapshot.type_urls import CLUSTER, ENDPOINT, LISTENER, NOUNS, ORDER, ROUTE
+from xds_server.snapshot.type_urls import (
+    CLUSTER,
+    ENDPOINT,
+    EXTENSION_CONFIG,
+    LISTENER,
+    NOUNS,
+    ORDER,
+    ROUTE,
+    SECRET,
+)
 from xds_server.snapshot.walker import Walker, via
 
-#: The type whose resources make Envoy subscribe to names of the key type.
-PARENT = {ENDPOINT: CLUSTER, ROUTE: LISTENER}
+#: The types whose resources make Envoy subscribe to names of the key type: it asks for a
+#: cluster's endpoints once it holds the cluster, for a secret once it holds a cluster, listener,
+#: filter config or route configuration that names it, and so on.
+PARENTS: Mapping[str, tuple[str, ...]] = {
+    ENDPOINT: (CLUSTER,),
+    ROUTE: (LISTENER,),
+    EXTENSION_CONFIG: (LISTENER,),
+    SECRET: (CLUSTER, LISTENER, EXTENSION_CONFIG, ROUTE),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +91,7 @@ class References:
     def __init__(self, resources: Mapping[str, Mapping[str, Packed]]) -> None:
         self._resources = resources
         self._by_type: dict[str, dict[str, tuple[Reference, ...]]] = {}
-        self._children: dict[str, dict[str, frozenset[str]]] = {}
+        self._children: dict[tuple[str, str], dict[str, frozenset[str]]] = {}
 
     def of_type(self, type_url: str) -> Mapping[str, tuple[Reference, ...]]:
         """Resource name -> what it references, for every resource of ``type_url``."""
@@ -83,30 +103,45 @@ class References:
     def of(self, type_url: str, name: str) -> tuple[Reference, ...]:
         return self.of_type(type_url).get(name, ())
 
-    def children(self, type_url: str) -> Mapping[str, frozenset[str]]:
-        """Parent name -> the ``type_url`` (EDS or RDS) names it makes Envoy ask for."""
-        out = self._children.get(type_url)
+    def children(self, type_url: str, parent: str | None = None) -> Mapping[str, frozenset[str]]:
+        """Parent name -> the ``type_url`` names it makes Envoy ask for, for the parents of
+        type ``parent`` (by default the first of :data:`PARENTS`: clusters for EDS, listeners
+        for RDS and ECDS)."""
+        parents = PARENTS.get(type_url, ())
+        parent = parent if parent is not None else (parents[0] if parents else "")
+        key = (type_url, parent)
+        out = self._children.get(key)
         if out is None:
             out = {}
-            parent = PARENT.get(type_url)
-            if parent is not None:
+            if parent in parents:
                 for name, refs in self.of_type(parent).items():
                     names = frozenset(r.name for r in refs if r.type_url == type_url)
                     if names:
                         out[name] = names
-            self._children[type_url] = out
+            self._children[key] = out
         return out
 
-    def expected_names(self, type_url: str, held: Mapping[str, str]) -> frozenset[str]:
-        """Names of ``type_url`` (EDS or RDS) that Envoy subscribes to because of the parent
-        resources (clusters or listeners) it holds at this snapshot's version, per ``held``
-        (name -> version); empty for any other type. Parents it does not hold (yet) expect
-        nothing."""
-        parent = PARENT.get(type_url)
-        if parent is None:
+    def referenced(self, type_url: str) -> frozenset[str]:
+        """Every name of ``type_url`` some resource of the snapshot makes Envoy ask for."""
+        out: set[str] = set()
+        for parent in PARENTS.get(type_url, ()):
+            for names in self.children(type_url, parent).values():
+                out |= names
+        return frozenset(out)
+
+    def expected_names(
+        self, type_url: str, held: Mapping[str, str], parent: str | None = None
+    ) -> frozenset[str]:
+        """Names of ``type_url`` (EDS, RDS, SDS, ECDS) that Envoy subscribes to because of the
+        ``parent`` resources (by default the first of :data:`PARENTS`) it holds at this
+        snapshot's version, per ``held`` (name -> version); empty for any other type. Parents
+        it does not hold (yet) expect nothing."""
+        parents = PARENTS.get(type_url, ())
+        parent = parent if parent is not None else (parents[0] if parents else None)
+        if parent is None or parent not in parents:
             return frozenset()
         own = self._resources.get(parent, {})
-        children = self.children(type_url)
+        children = self.children(type_url, parent)
         out: set[str] = set()
         for name, version in held.items():
             res = own.get(name)

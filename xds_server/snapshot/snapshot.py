@@ -15,17 +15,21 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
 
-from google.protobuf import any_pb2
+from envoy.config.core.v3 import base_pb2
+from google.protobuf import any_pb2, text_encoding
 from google.protobuf.message import Message
 
 from xds_server.snapshot.references import References
 from xds_server.snapshot.type_urls import (
     CLUSTER,
+    CORE_TYPES,
     ENDPOINT,
+    EXTENSION_CONFIG,
     LISTENER,
     MESSAGE_TYPES,
     ORDER,
     ROUTE,
+    SECRET,
     SHORT_NAMES,
     WILDCARD_TYPES,
     short_name,
@@ -33,15 +37,20 @@ from xds_server.snapshot.type_urls import (
 
 __all__ = [
     "CLUSTER",
+    "CORE_TYPES",
     "ENDPOINT",
+    "EXTENSION_CONFIG",
     "LISTENER",
     "ORDER",
     "ROUTE",
+    "SECRET",
     "SHORT_NAMES",
     "WILDCARD_TYPES",
     "InconsistentSnapshotError",
     "Resource",
     "Snapshot",
+    "hide_secrets",
+    "secret_values",
     "short_name",
 ]
 
@@ -60,7 +69,8 @@ class Resource:
 
     name: str
     type_url: str
-    any: any_pb2.Any
+    #: Not in ``repr``: a secret's value is in these bytes, and a repr ends up in logs.
+    any: any_pb2.Any = field(repr=False)
     version: str
 
     @classmethod
@@ -75,13 +85,61 @@ class Resource:
         return msg
 
 
+def secret_values(resources: Iterable[Resource]) -> frozenset[str]:
+    """Every value the SDS resources among ``resources`` carry inline (a generic secret, a
+    private key), as it is and as protobuf's text format quotes it: what must be hidden from
+    any text that may quote it back (an Envoy NACK, ``envoy --mode validate`` output)."""
+    out: set[str] = set()
+    for res in resources:
+        if res.type_url != SECRET:
+            continue
+        stack: list[Message] = [res.unpack()]
+        while stack:
+            msg = stack.pop()
+            if isinstance(msg, base_pb2.DataSource):
+                raw = msg.inline_bytes or msg.inline_string.encode()
+                if raw:
+                    out.add(raw.decode(errors="replace"))
+                    out.add(text_encoding.CEscape(raw, as_utf8=True))
+                continue
+            for fd, value in msg.ListFields():
+                if fd.message_type is None:
+                    continue
+                if fd.message_type.GetOptions().map_entry:
+                    stack.extend(value.values())
+                elif fd.is_repeated:
+                    stack.extend(value)
+                else:
+                    stack.append(value)
+    out.discard("")
+    return frozenset(out)
+
+
+def hide_secrets(text: str, values: Iterable[str]) -> str:
+    """``text`` with every secret value in ``values`` replaced by ``<redacted secret>``
+    (longest first, so a value that contains another is hidden whole)."""
+    for value in sorted(values, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, "<redacted secret>")
+    return text
+
+
 class InconsistentSnapshotError(ValueError):
     """A snapshot references a resource it does not contain; it must never be published."""
 
 
+#: The version of a type the snapshot has no resources of.
+EMPTY_VERSION = _digest([])
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """All resources of every type, with a content version per type and overall."""
+    """All resources of every type, with a content version per type and overall.
+
+    The :data:`CORE_TYPES` are always present (empty or not); SDS and ECDS only when the
+    snapshot has resources of them, so a config that uses neither has the version it had
+    before they existed.
+    """
 
     resources: Mapping[str, Mapping[str, Resource]]
     versions: Mapping[str, str]
@@ -93,7 +151,7 @@ class Snapshot:
     def build(
         cls, resources: Iterable[Resource], labels: Mapping[str, str] | None = None
     ) -> Snapshot:
-        by_type: dict[str, dict[str, Resource]] = {t: {} for t in ORDER}
+        by_type: dict[str, dict[str, Resource]] = {t: {} for t in CORE_TYPES}
         for res in resources:
             bucket = by_type.setdefault(res.type_url, {})
             if res.name in bucket:
@@ -106,7 +164,11 @@ class Snapshot:
             for t, items in by_type.items()
         }
         overall = _digest(f"{t}={v}".encode() for t, v in sorted(versions.items()))
-        frozen = {t: MappingProxyType(dict(sorted(v.items()))) for t, v in by_type.items()}
+        rank = {t: i for i, t in enumerate(ORDER)}
+        frozen = {
+            t: MappingProxyType(dict(sorted(by_type[t].items())))
+            for t in sorted(by_type, key=lambda t: (rank.get(t, len(rank)), t))
+        }
         return cls(
             MappingProxyType(frozen),
             MappingProxyType(versions),
@@ -118,13 +180,30 @@ class Snapshot:
         return self.resources.get(type_url, MappingProxyType({}))
 
     def type_version(self, type_url: str) -> str:
-        return self.versions.get(type_url, "")
+        """The content version of one type; :data:`EMPTY_VERSION` for a type it has none of
+        (an Envoy that follows SDS or ECDS is told that version while there are none)."""
+        return self.versions.get(type_url, EMPTY_VERSION)
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        """The types this snapshot carries, in push order (the core types always)."""
+        return tuple(self.resources)
 
     @cached_property
     def references(self) -> References:
         """What each resource names (clusters, endpoints, route configurations), walked once
         per snapshot object and shared by every stream that serves it."""
         return References(self.resources)
+
+    @cached_property
+    def secret_values(self) -> frozenset[str]:
+        """The values of the snapshot's secrets (see :func:`secret_values`)."""
+        return secret_values(self.of_type(SECRET).values())
+
+    def hide_secrets(self, text: str) -> str:
+        """``text`` without any of this snapshot's secret values in clear."""
+        values = self.secret_values
+        return hide_secrets(text, values) if values else text
 
     def consistency_errors(self) -> list[str]:
         """Every dangling reference between resources, as readable sentences: a listener's
@@ -142,4 +221,5 @@ class Snapshot:
         """True when publishing self after other changes nothing but EDS (no validation needed)."""
         if other is None:
             return False
-        return all(self.type_version(t) == other.type_version(t) for t in ORDER if t != ENDPOINT)
+        types = {*self.types, *other.types} - {ENDPOINT}
+        return all(self.type_version(t) == other.type_version(t) for t in types)

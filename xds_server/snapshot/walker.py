@@ -1,6 +1,9 @@
 """How one resource is walked for the names of other resources it references.
 
-A cluster name is recognised by the message that carries it, never by filter name. Envoy's API
+A cluster name is recognised by the message that carries it, never by filter name. So are a
+secret (``SdsSecretConfig`` over ADS, wherever it sits) and a filter config delivered over ECDS
+(an ``HttpFilter``, network or listener filter with ``config_discovery`` over ADS: its name is
+the ``TypedExtensionConfig`` Envoy asks for). Envoy's API
 names a cluster for a side call through ``GrpcService.EnvoyGrpc.cluster_name`` or
 ``HttpUri.cluster`` (ext_authz, ext_proc, ratelimit, rate_limit_quota, jwt_authn's JWKS,
 oauth2's token endpoint, OpenTelemetry traces and access logs, remote data sources...), and in
@@ -27,7 +30,7 @@ from google.protobuf import any_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
-from xds_server.snapshot.type_urls import CLUSTER, ENDPOINT, ROUTE
+from xds_server.snapshot.type_urls import CLUSTER, ENDPOINT, EXTENSION_CONFIG, ROUTE, SECRET
 
 #: Plain string fields that name a cluster, by the message that has them (besides
 #: ``GrpcService.EnvoyGrpc`` and ``HttpUri``, which cover every side call). Fields that only
@@ -67,12 +70,24 @@ LABELS: Mapping[str, str] = {
     "envoy.config.route.v3.VirtualHost": "virtual host",
 }
 
+#: Filters whose config may come over ECDS (``config_discovery``); the filter's ``name`` is
+#: the name of the ``TypedExtensionConfig`` Envoy asks for.
+ECDS_HOLDERS = frozenset(
+    {
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
+        "envoy.config.listener.v3.Filter",
+        "envoy.config.listener.v3.ListenerFilter",
+    }
+)
+
 _ANY = "google.protobuf.Any"
 _CONFIG_SOURCE = "envoy.config.core.v3.ConfigSource"
 _RDS = "envoy.extensions.filters.network.http_connection_manager.v3.Rds"
 _ROUTE = "envoy.config.route.v3.Route"
+#: Names a secret: in a filter config (oauth2's client and HMAC secrets) or a TLS context.
+_SDS = "envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig"
 #: Message types the walker acts on; a type from which none is reachable is never descended.
-_SITES = frozenset({_ANY, _RDS, _ROUTE, *CLUSTER_FIELDS})
+_SITES = frozenset({_ANY, _RDS, _ROUTE, _SDS, *ECDS_HOLDERS, *CLUSTER_FIELDS})
 
 Label = tuple[str, str]  # (kind, name): ("HTTP filter", "envoy.filters.http.ext_authz")
 Path = tuple[str, ...]
@@ -139,6 +154,10 @@ class Walker:
             found[(ENDPOINT, eds)] = (None, ("eds_cluster_config",))
         if cluster.HasField("cluster_type"):
             self._message(cluster.cluster_type, None, ("cluster_type",), found)
+        if cluster.HasField("transport_socket"):  # its TLS context may name secrets (SDS)
+            self._message(cluster.transport_socket, None, ("transport_socket",), found)
+        for i, match in enumerate(cluster.transport_socket_matches):
+            self._message(match, None, (f"transport_socket_matches[{i}]",), found)
 
     def can_refer(self, desc: Descriptor) -> bool:
         """Whether a message of this type can contain a reference (a site, or a typed config
@@ -184,6 +203,19 @@ class Walker:
             if rds_name and msg.config_source.HasField("ads"):  # type: ignore[attr-defined]
                 found.setdefault((ROUTE, rds_name), (label, (*path, "route_config_name")))
             return
+        if full == _SDS:
+            # over ADS only: one without sds_config names a bootstrap secret, not ours
+            secret = getattr(msg, "name", "")
+            if secret and msg.sds_config.HasField("ads"):  # type: ignore[attr-defined]
+                found.setdefault((SECRET, secret), (label, (*path, "name")))
+            return
+        if full in ECDS_HOLDERS and msg.HasField("config_discovery"):
+            source = msg.config_discovery.config_source  # type: ignore[attr-defined]
+            filter_name = getattr(msg, "name", "")
+            if filter_name and source.HasField("ads"):
+                found.setdefault(
+                    (EXTENSION_CONFIG, filter_name), (label, (*path, "config_discovery"))
+                )
         for field_name in CLUSTER_FIELDS.get(full, ()):
             value = getattr(msg, field_name)
             if isinstance(value, str):

@@ -28,6 +28,7 @@ from meshgate.yaml_bounds import DEFAULT_LIMITS, YamlLimits
 from xds_server.compiler import compile_snapshot
 from xds_server.publish.locate import located_problems
 from xds_server.snapshot.snapshot import InconsistentSnapshotError, Resource, Snapshot
+from xds_server.worker.secret_values import read_secrets
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,8 @@ def read_settled(path: str, max_bytes: int, settle: float) -> str:
 
 
 def run_job(job: CompileJob) -> Outcome:
-    """Read, parse, validate and compile; every failure becomes problems, never an exception.
+    """Read, parse, validate, read the secrets it names, and compile; every failure becomes
+    problems, never an exception.
 
     The file is read once, by the loader's bounded reader (regular files only, at most
     ``max_bytes``, never blocking), and the digest is of exactly what is parsed."""
@@ -129,7 +131,8 @@ def run_job(job: CompileJob) -> Outcome:
     try:
         loaded = parse_config(text, job.path, job.limits)
         labels = {"source": loaded.source, "digest": digest}
-        snapshot = compile_snapshot(loaded.config, job.discovered, labels)
+        secrets = read_secrets(loaded.config, job.path, text)
+        snapshot = compile_snapshot(loaded.config, job.discovered, labels, secrets=secrets)
     except ConfigError as exc:
         return Rejected(digest, tuple(exc.report()))
     except InconsistentSnapshotError as exc:

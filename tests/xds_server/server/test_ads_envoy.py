@@ -21,7 +21,7 @@ from meshgate.proxy.envoy_process import find_envoy
 from tests.xds_client import AdsServer, mesh, serve_ads
 from xds_server.server.status import StatusEvent
 from xds_server.snapshot.cache import DEFAULT_GROUP
-from xds_server.snapshot.snapshot import CLUSTER, ENDPOINT, LISTENER, ORDER, ROUTE
+from xds_server.snapshot.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 pytestmark = [pytest.mark.integration]
 
@@ -158,7 +158,7 @@ async def test_envoy_acks_config_and_nacks_invalid_route(
 
         def all_acked() -> bool:
             st = status()
-            return all(t in st and st[t].acked_version == GOOD.type_version(t) for t in ORDER)
+            return all(t in st and st[t].acked_version == GOOD.type_version(t) for t in GOOD.types)
 
         await eventually(all_acked, "ACKs of every type")
         stream = next(s for s in ads.registry.streams.values() if s.node_id == NODE)
@@ -197,7 +197,7 @@ async def test_envoy_acks_config_and_nacks_invalid_route(
 
         def moved() -> bool:
             st = status()
-            return all(st[t].acked_version == MOVED.type_version(t) for t in ORDER)
+            return all(st[t].acked_version == MOVED.type_version(t) for t in MOVED.types)
 
         await eventually(moved, "ACKs of the moved config")
         clusters, _, routes = envoy_state(await asyncio.to_thread(config_dump, admin))

@@ -10,9 +10,24 @@ import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 
 from tests.xds_client import AdsServer, SotwClient, mesh, serve_ads, until
+from tests.xds_server.server.test_ads_ecds_sds import (
+    HEADERS_FILTER,
+    INJECT_FILTER,
+    SECRET_NAME,
+    listener,
+    snapshot,
+)
 from xds_server.server.status import TypeStatus
 from xds_server.snapshot.cache import DEFAULT_GROUP
-from xds_server.snapshot.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
+from xds_server.snapshot.snapshot import (
+    CLUSTER,
+    ENDPOINT,
+    EXTENSION_CONFIG,
+    LISTENER,
+    ROUTE,
+    SECRET,
+    Snapshot,
+)
 
 S1 = mesh({"a": 9001, "old": 9002}, {"r1": ["a", "old"]}, {"l1": ("r1", 10001)})
 
@@ -303,4 +318,40 @@ async def test_a_nack_without_a_message_is_still_a_nack(ads: AdsServer) -> None:
     await until(lambda: only_stream(ads, "n1")[ROUTE].nack_version == resp.version_info)
     assert only_stream(ads, "n1")[ROUTE].nack_error == "rejected without a message (code 3)"
     assert only_stream(ads, "n1")[ROUTE].acked_version == S1.type_version(ROUTE)
+    await client.close()
+
+
+async def test_secrets_and_filter_configs_go_before_the_listeners_that_use_them(
+    ads: AdsServer,
+) -> None:
+    """A snapshot changing a listener, its filter config (ECDS) and a secret (SDS): the secret
+    and the filter config are pushed first, each after the previous ACK, then the listener."""
+    s1 = snapshot(10001, 9001, "v1", "first-secret-value")
+    ads.cache.set_snapshot(DEFAULT_GROUP, s1)
+    client = SotwClient(ads.address, "n1")
+    await handshake(client, s1)
+    client.request(EXTENSION_CONFIG, [HEADERS_FILTER, INJECT_FILTER])
+    client.ack(await client.recv())
+    client.request(SECRET, [SECRET_NAME])
+    client.ack(await client.recv())
+    await client.expect_silence()
+    start = len(client.received)
+
+    s2_parts = snapshot(10001, 9001, "v2", "second-secret-value")
+    s2 = Snapshot.build(
+        [r for t in s2_parts.types for r in s2_parts.of_type(t).values() if t != LISTENER]
+        + [listener(10001, stat_prefix="renamed")]
+    ).check()
+    assert all(s2.type_version(t) != s1.type_version(t) for t in (SECRET, EXTENSION_CONFIG))
+    ads.cache.set_snapshot(DEFAULT_GROUP, s2)
+    for expected in (SECRET, EXTENSION_CONFIG, LISTENER):
+        resp = await client.recv()
+        assert resp.type_url == expected and resp.version_info == s2.type_version(expected)
+        await client.expect_silence()  # the next type waits for this ACK
+        client.ack(resp)
+    await client.expect_silence()
+    assert [r.type_url for r in client.received[start:]] == [SECRET, EXTENSION_CONFIG, LISTENER]
+    await until(
+        lambda: all(only_stream(ads, "n1")[t].acked_version == s2.type_version(t) for t in s2.types)
+    )
     await client.close()

@@ -112,10 +112,10 @@ def test_a_loader_bug_is_reported_not_swallowed_and_never_quotes_its_text(
 
     secret = "APIKEY" + "SEKRET456"  # built, so the stack's source lines do not show it
 
-    def broken(text: str, source: str, limits: object) -> None:
+    def broken(files: object) -> None:
         raise RuntimeError(secret)
 
-    monkeypatch.setattr(job_module, "parse_config", broken)
+    monkeypatch.setattr(job_module, "parse_files", broken)
     outcome = run_job(CompileJob(write(tmp_path, "gw.yaml", GOOD)))
     assert isinstance(outcome, Rejected)
     [problem] = outcome.problems

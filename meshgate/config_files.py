@@ -177,7 +177,7 @@ class _Reader:
         if not is_dir:
             self.file(path, "the config path", ())
             return
-        names = self.listing(path, path, _config_name)
+        names = self.listing(path, None, path, _config_name)
         if names is None:
             return
         if not names:
@@ -208,46 +208,41 @@ class _Reader:
         for shown in mine:
             self.file(shown, came, (), member=True)
 
-    def listing(self, directory: str, shown: str, accept: _Accept) -> list[str] | None:
+    def listing(
+        self, directory: str, site: _Site | None, shown: str, accept: _Accept
+    ) -> list[str] | None:
         """The sorted names in ``directory`` that ``accept`` takes; None if it cannot be
-        listed (a problem says why)."""
+        listed (a problem at ``site``, the include entry that asked, says why)."""
         self.watched[directory] = signature(directory)
         names: list[str] = []
         try:
             with os.scandir(directory) as entries:
                 for n, entry in enumerate(entries):
                     if n >= MAX_DIR_ENTRIES:
-                        self.fail(
-                            Problem(
-                                shown,
-                                "",
-                                f"the directory {_quoted(directory)} has more than "
-                                f"{MAX_DIR_ENTRIES} entries; a config directory holds the "
-                                "config's files",
-                            )
+                        message = (
+                            f"the directory {_quoted(directory)} has more than "
+                            f"{MAX_DIR_ENTRIES} entries; a config directory holds the "
+                            "config's files"
                         )
+                        self._at(site, shown, message, unreadable=True)
                         return None
                     if accept(entry.name):
                         names.append(entry.name)
                         if len(names) > self.max_files:
-                            self.too_many(shown)
+                            self.too_many(shown, site)
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self.fail(
-                Problem(shown, "", f"cannot list the directory {_quoted(directory)}: {reason}")
-            )
+            message = f"cannot list the directory {_quoted(directory)}: {reason}"
+            self._at(site, shown, message, unreadable=True)
             return None
         return sorted(names)
 
-    def too_many(self, where: str) -> NoReturn:
-        self.fail(
-            Problem(
-                where,
-                "",
-                f"the config is made of more than {self.max_files} files "
-                "(raise the limit with --max-config-files)",
-            )
+    def too_many(self, where: str, site: _Site | None) -> NoReturn:
+        message = (
+            f"the config is made of more than {self.max_files} files "
+            "(raise the limit with --max-config-files)"
         )
+        self._at(site, where, message, unreadable=True)
         raise _Full
 
     # -- one file --------------------------------------------------------------------------
@@ -272,7 +267,7 @@ class _Reader:
             )
             return
         if len(self.files) >= self.max_files:
-            self.too_many(site[0] if site else path)
+            self.too_many(path, site)
         if site is not None and _kind(path) == "a directory":
             self.watched[path] = signature(path)
             pattern = site[1].value.rstrip("/") + "/*.yaml"
@@ -309,7 +304,7 @@ class _Reader:
         left = self.max_bytes - self.size
         sig = signature(path)
         self.watched[path] = sig
-        if sig is not None and left < self.max_bytes and sig[2] > left:
+        if sig is not None and left < sig[2] <= self.max_bytes:
             self.fail(
                 Problem(
                     path,
@@ -319,8 +314,10 @@ class _Reader:
                 )
             )
             raise _Full
+        # a file larger than the limit by itself is refused by the reader, in its words
+        limit = self.max_bytes if sig is not None and sig[2] > self.max_bytes else left
         try:
-            text, sig = read_settled(path, left, self.settle)
+            text, sig = read_settled(path, limit, self.settle)
         except ConfigError as exc:
             self.problems += exc.problems
             self.unreadable = True
@@ -366,7 +363,7 @@ class _Reader:
                 return
             self.file(target, came, chain, site)
             return
-        names = self.listing(head or ".", including, _matcher(tail))
+        names = self.listing(head or ".", site, including, _matcher(tail))
         if names is None:
             return
         if not names:

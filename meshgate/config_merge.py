@@ -11,7 +11,7 @@ data as if it were one file, and :class:`Origins` maps each path they report
 from __future__ import annotations
 
 import typing
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,57 +123,59 @@ def _kind(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def merge(datas: Sequence[tuple[int, dict[str, Any]]], origins: Origins) -> dict[str, Any]:
-    """One config's data from each file's top mapping (``(file index, data)`` in order);
-    fills ``origins``. Raises :class:`ConfigError` for a key set by two files or a list key
-    that is not a list."""
+#: What an unknown key is told (the loader words pydantic's ``extra_forbidden`` the same).
+UNKNOWN_FIELD = "unknown field (check the spelling; see docs/configuration.md)"
+
+
+def merge(
+    datas: Sequence[tuple[int, dict[str, Any]]],
+    origins: Origins,
+    list_keys: Collection[str] = LIST_KEYS,
+    known: Collection[str] = frozenset(GatewayConfig.model_fields),
+) -> tuple[dict[str, Any], list[Problem]]:
+    """One config's data from each file's top mapping (``(file index, data)`` in order),
+    filling ``origins``; and the problems of the joining: a key set by two files, a list key
+    that is not a list. An unknown key is left to validation where it first appears (it
+    says so, at that place) and reported here where it appears again."""
     merged: dict[str, Any] = {}
     issues: list[tuple[Loc, str, int]] = []  # (path in the file, message, file index)
     for index, data in datas:
         for key, value in data.items():
-            first = origins.keys.get(key)
-            if key in LIST_KEYS:
+            if key in list_keys:
                 if not isinstance(value, list):
-                    issues.append(
-                        (
-                            (key,),
-                            f"expected a list, got {_kind(value)} (the '{key}' lists of the "
-                            "config's files are joined into one)",
-                            index,
-                        )
+                    message = (
+                        f"expected a list, got {_kind(value)} (the '{key}' lists of the "
+                        "config's files are joined into one)"
                     )
+                    issues.append(((key,), message, index))
                     continue
                 origins.keys.setdefault(key, index)
                 pairs = origins.items.setdefault(key, [])
                 pairs.extend((index, local) for local in range(len(value)))
                 merged.setdefault(key, []).extend(value)
-            elif first is not None:
-                issues.append(((key,), _set_twice(origins, key), index))
-            else:
+            elif key not in origins.keys:
                 origins.keys[key] = index
                 merged[key] = value
-    if issues:
-        raise _conflicts(origins, issues)
-    return merged
+            elif key not in known:
+                issues.append(((key,), UNKNOWN_FIELD, index))
+            else:
+                issues.append(((key,), _set_twice(origins, key, list_keys), index))
+    return merged, _placed(origins, issues)
 
 
-def _set_twice(origins: Origins, key: str) -> str:
-    where = origins.written_at((key,))
-    lists = ", ".join(LIST_KEYS)
+def _set_twice(origins: Origins, key: str, list_keys: Collection[str]) -> str:
     return (
-        f"already set in {where}; a top-level key other than the lists ({lists}) is written "
-        "in one file only"
+        f"already set in {origins.written_at((key,))}; a top-level key other than the lists "
+        f"({', '.join(list_keys)}) is written in one file only"
     )
 
 
-def _conflicts(origins: Origins, issues: list[tuple[Loc, str, int]]) -> ConfigError:
+def _placed(origins: Origins, issues: list[tuple[Loc, str, int]]) -> list[Problem]:
     by_file: dict[int, set[Loc]] = {}
     for loc, _, index in issues:
         by_file.setdefault(index, set()).add(loc)
     where = {i: positions(origins.files[i].text, locs) for i, locs in by_file.items()}
-    return ConfigError(
-        [
-            problem(origins.files[index].path, loc, message, where[index].get(loc))
-            for loc, message, index in issues
-        ]
-    )
+    return [
+        problem(origins.files[index].path, loc, message, where[index].get(loc))
+        for loc, message, index in issues
+    ]

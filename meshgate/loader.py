@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from meshgate.config import GatewayConfig, reference_errors
 from meshgate.config_files import DEFAULT_MAX_CONFIG_FILES, ConfigFiles, read_config_files
 from meshgate.config_includes import INCLUDE_KEY
-from meshgate.config_merge import Origins, SourceText, merge
+from meshgate.config_merge import UNKNOWN_FIELD, Origins, SourceText, merge
 from meshgate.files import DEFAULT_MAX_CONFIG_BYTES
 from meshgate.problems import MAX_PROBLEMS, ConfigError, ConfigProblem, Problem, more_problems
 from meshgate.redact import hide_values, is_sensitive_name, show
@@ -125,7 +125,7 @@ def _clean_message(err: dict[str, Any], sensitive: bool) -> str:
             msg = msg[len(prefix) :]
     kind = err["type"]
     if kind == "extra_forbidden":
-        return "unknown field (check the spelling; see docs/configuration.md)"
+        return UNKNOWN_FIELD
     if kind == "missing":
         return "required field is missing"
     if kind == "too_short" and err.get("ctx", {}).get("min_length") == 1:
@@ -229,11 +229,18 @@ def _parse(origins: Origins, digest: str, includes_read: bool) -> LoadedConfig:
             tops.append((index, data))
     if problems:
         raise ConfigError(problems, omitted)
-    merged = merge(tops, origins) if origins.split else tops[0][1]
+    joined: list[Problem] = []
+    if origins.split:
+        merged, joined = merge(tops, origins)
+    else:
+        merged = tops[0][1]
     try:
         config = GatewayConfig.model_validate(merged)
     except ValidationError as exc:
-        raise _schema_error(exc, merged, origins) from None
+        schema = _schema_error(exc, merged, origins)
+        raise ConfigError([*joined, *schema.problems], schema.omitted) from None
+    if joined:
+        raise ConfigError(joined)
     refs = reference_errors(config, origins.written_at if origins.split else None)
     if refs:
         first = refs[:MAX_PROBLEMS]

@@ -53,3 +53,21 @@ def test_invalid_split_config_reports_exact_problems(kind: str) -> None:
     assert all(p.file.startswith(str(case)) for p in problems), "every problem names its file"
     actual = "".join(f"{shown(p, case)}\n" for p in problems)
     assert actual == (FIXTURES / f"{kind}.expected").read_text(encoding="utf-8")
+
+
+def test_documented_split_error_messages_are_real() -> None:
+    """Each sample line of docs/configuration.md that starts with ``conf.d`` is the exact
+    output of some fixture here, its directory written ``conf.d``."""
+    markdown = (TESTS.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
+    samples = [
+        line.replace("conf.d", "{dir}")
+        for line in markdown.splitlines()
+        if line.startswith(("conf.d/", "conf.d:"))
+    ]
+    assert len(samples) >= 5
+    real = {
+        line
+        for path in FIXTURES.glob("*.expected")
+        for line in path.read_text(encoding="utf-8").splitlines()
+    }
+    assert [s for s in samples if s not in real] == []

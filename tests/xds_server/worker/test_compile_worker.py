@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from meshgate.config import Endpoint
-from meshgate.loader import load_config
+from meshgate.loader import ConfigError, load_config
 from xds_server.compiler import compile_snapshot
 from xds_server.sources.base import ConfigChanged
 from xds_server.sources.state import CompileInput
@@ -481,3 +481,34 @@ def test_envoys_objection_is_located_in_the_file_of_a_directory(tmp_path: Path) 
     assert (problem.file, problem.path, problem.line) == (str(conf / "b.yaml"), "services[0]", 2)
     (conf / "c.yaml").write_text("# new\n")  # another file since: nothing is certain
     assert locate_in_file(CompileJob(str(conf)), compiled.digest, message) == []
+
+
+def test_a_secret_file_is_relative_to_the_file_that_names_it(tmp_path: Path) -> None:
+    """In a split config, ``file: hmac.key`` in ``conf/team/login.yaml`` is
+    ``conf/team/hmac.key``, and a missing one is reported in that file."""
+    from xds_server.worker.secret_values import read_loaded_secrets
+
+    conf = tmp_path / "conf"
+    team = conf / "team"
+    team.mkdir(parents=True)
+    (conf / "a.yaml").write_text("include: [team/login.yaml]\n" + GOOD)
+    (team / "login.yaml").write_text(
+        "logins:\n"
+        "  - name: staff\n"
+        "    provider: github\n"
+        "    client_id: abc\n"
+        "    client_secret: {file: client.secret}\n"
+        "    hmac_secret: {file: hmac.key}\n"
+    )
+    (team / "client.secret").write_text("s3cret\n")
+    loaded = load_config(conf)
+    with pytest.raises(ConfigError) as info:
+        read_loaded_secrets(loaded)
+    [missing] = info.value.problems
+    assert (missing.file, missing.line, missing.path) == (
+        str(team / "login.yaml"),
+        6,
+        "logins[0].hmac_secret.file",
+    )
+    (team / "hmac.key").write_text("k" * 32)
+    assert sorted(read_loaded_secrets(loaded).values()) == ["k" * 32, "s3cret"]

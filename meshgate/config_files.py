@@ -18,7 +18,8 @@ Bounds cover the whole set, not each file: at most ``max_files`` files, ``max_by
 and ``limits.max_nodes`` YAML nodes together; a directory listing stops after
 :data:`MAX_DIR_ENTRIES` entries; includes nest at most :data:`MAX_INCLUDE_DEPTH` deep. A file
 is part of the config once: an include cycle, or a file included twice (or included although
-its directory already brings it in), is a precise problem at the ``include`` entry.
+its directory already brings it in), is a precise problem at the ``include`` entry, and
+the include entries of all files together are at most ``max_files`` (each names a file).
 
 Every path looked at (files, listed directories, an include that names a missing file) is
 returned with its stat signature, so the watcher can tell when any of them changes.
@@ -37,7 +38,7 @@ from typing import NoReturn
 
 from meshgate.config_includes import IncludeEntry, IncludeTap
 from meshgate.files import DEFAULT_MAX_CONFIG_BYTES, file_kind, read_config_text
-from meshgate.problems import ConfigError, Problem
+from meshgate.problems import MAX_PROBLEMS, ConfigError, Problem
 from meshgate.redact import excerpt
 from meshgate.yaml_bounds import DEFAULT_LIMITS, YamlLimits
 from meshgate.yaml_read import check_bounds
@@ -161,12 +162,22 @@ class _Reader:
     watched: dict[str, Signature | None] = field(default_factory=dict)
     #: real path -> how the file came in ("a file of the directory d", "included by a:3:5")
     members: dict[str, str] = field(default_factory=dict)
+    omitted: int = 0
     size: int = 0
     nodes: int = 0
+    #: include entries seen so far (each names at least one file, or is a mistake)
+    entries: int = 0
 
     def fail(self, problem: Problem, *, unreadable: bool = True) -> None:
-        self.problems.append(problem)
+        self.note([problem])
         self.unreadable = self.unreadable or unreadable
+
+    def note(self, found: list[Problem], omitted: int = 0) -> None:
+        """Keep the first :data:`MAX_PROBLEMS` problems, count the rest: a hostile config's
+        thousands of mistakes cost a counter, not memory."""
+        room = max(0, MAX_PROBLEMS - len(self.problems))
+        self.problems += found[:room]
+        self.omitted += len(found) - len(found[:room]) + omitted
 
     # -- what the path names ---------------------------------------------------------------
     def root(self, path: str) -> None:
@@ -282,13 +293,22 @@ class _Reader:
             return
         self.members[real] = came
         self.files.append(ConfigFile(path, text))
-        tap = IncludeTap(path)
+        tap = IncludeTap(path, max_entries=self.max_files)
         try:
             self.count(check_bounds(text, path, self.limits, tap), path)
         except ConfigError as exc:
-            self.problems += exc.problems
+            self.note(exc.problems, exc.omitted)
             return  # a broken file's includes are not followed
-        self.problems += tap.problems
+        self.note(tap.problems, tap.more_problems)
+        self.entries += tap.count
+        if self.entries > self.max_files:
+            message = (
+                f"the config's includes name more than {self.max_files} files (raise the "
+                "limit with --max-config-files)"
+            )
+            first = (path, tap.entries[0]) if tap.entries else None
+            self._at(first, path, message, unreadable=True)
+            raise _Full
         if tap.entries and len(chain) >= MAX_INCLUDE_DEPTH:
             self._at(
                 (path, tap.entries[0]),
@@ -319,7 +339,7 @@ class _Reader:
         try:
             text, sig = read_settled(path, limit, self.settle)
         except ConfigError as exc:
-            self.problems += exc.problems
+            self.note(exc.problems, exc.omitted)
             self.unreadable = True
             return None
         self.watched[path] = sig
@@ -410,7 +430,7 @@ def read_config_files(
     except _Full:
         pass
     files = tuple(reader.files)
-    error = ConfigError(reader.problems) if reader.problems else None
+    error = ConfigError(reader.problems, reader.omitted) if reader.problems else None
     single = len(files) == 1 and files[0].path == root
     return ConfigFiles(
         root,

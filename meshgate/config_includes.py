@@ -28,7 +28,7 @@ from yaml.events import (
     SequenceStartEvent,
 )
 
-from meshgate.problems import Problem
+from meshgate.problems import MAX_PROBLEMS, Problem
 
 #: The top-level key whose value names the other files of the config.
 INCLUDE_KEY = "include"
@@ -63,11 +63,27 @@ def _pos(event: Event) -> tuple[int, int]:
 
 @dataclass
 class IncludeTap:
-    """Passes events through unchanged, keeping the top-level ``include`` entries."""
+    """Passes events through unchanged, keeping the top-level ``include`` entries: at most
+    ``max_entries`` of them and :data:`MAX_PROBLEMS` problems, the rest only counted (a
+    hostile file may hold millions)."""
 
     source: str
+    max_entries: int = 1000
     entries: list[IncludeEntry] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    #: entries beyond ``max_entries``; problems beyond MAX_PROBLEMS
+    more_entries: int = 0
+    more_problems: int = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.entries) + self.more_entries
+
+    def _problem(self, found: Problem) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(found)
+        else:
+            self.more_problems += 1
 
     def __call__(self, events: Iterator[Event]) -> Iterator[Event]:
         depth = 0  # open collections
@@ -113,7 +129,7 @@ class IncludeTap:
             self._scalar(event, None)
         else:
             line, col = _pos(event)
-            self.problems.append(
+            self._problem(
                 Problem(
                     self.source,
                     INCLUDE_KEY,
@@ -130,7 +146,7 @@ class IncludeTap:
             return
         line, col = _pos(event)
         what = "an alias" if isinstance(event, AliasEvent) else "a list or mapping"
-        self.problems.append(
+        self._problem(
             Problem(
                 self.source,
                 f"{INCLUDE_KEY}[{index}]",
@@ -145,8 +161,10 @@ class IncludeTap:
         entry = IncludeEntry(event.value, index, line, col)
         plain = bool(event.implicit and event.implicit[0])
         if not event.value or (plain and event.value in _NULLS):
-            self.problems.append(entry.problem(self.source, "empty; name a file to include"))
+            self._problem(entry.problem(self.source, "empty; name a file to include"))
         elif "\0" in event.value:
-            self.problems.append(entry.problem(self.source, "the path contains a NUL character"))
-        else:
+            self._problem(entry.problem(self.source, "the path contains a NUL character"))
+        elif len(self.entries) < self.max_entries:
             self.entries.append(entry)
+        else:
+            self.more_entries += 1

@@ -335,3 +335,19 @@ def test_validate_accepts_a_directory_and_says_how_many_files(tmp_path: Path) ->
     result = validate(conf)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{conf}: ok (3 file(s), 1 listener(s), 1 route(s), ")
+
+
+def test_a_million_include_entries_cost_a_bounded_amount(tmp_path: Path) -> None:
+    """Each entry names a file, so more entries than the file limit is refused at once; a
+    list of empty entries is 100 problems and a count, not a million objects."""
+    many = tmp_path / "many.yaml"
+    many.write_text("include: [" + ", ".join(["a.yaml"] * 200_000) + "]\n")
+    assert problems(many) == [
+        f"{many}:1:11: include[0]: the config's includes name more than 1000 files (raise the "
+        "limit with --max-config-files)"
+    ]
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("include: [" + ", ".join(["''"] * 100_000) + "]\n" + LISTENER + SERVICE)
+    found = problems(empty)
+    assert len(found) == 101 and found[-1] == f"{empty}: ... and 99900 more problems"
+    assert found[0] == f"{empty}:1:11: include[0]: empty; name a file to include"

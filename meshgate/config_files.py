@@ -30,14 +30,19 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import NoReturn
 
 from meshgate.config_includes import IncludeEntry, IncludeTap
-from meshgate.files import DEFAULT_MAX_CONFIG_BYTES, file_kind, read_config_text
+from meshgate.files import (
+    DEFAULT_MAX_CONFIG_BYTES,
+    Signature,
+    file_kind,
+    read_settled,
+    signature,
+)
 from meshgate.problems import MAX_PROBLEMS, ConfigError, Problem
 from meshgate.redact import excerpt
 from meshgate.yaml_bounds import DEFAULT_LIMITS, YamlLimits
@@ -51,45 +56,8 @@ MAX_DIR_ENTRIES = 100_000
 MAX_INCLUDE_DEPTH = 16
 #: Suffixes of the files a config directory contributes.
 CONFIG_SUFFIXES = (".yaml", ".yml")
-#: How often a file that keeps changing is looked at again before what was read is used.
-SETTLE_ROUNDS = 50
 
-#: What ``stat`` says of a path, to notice any change: (mtime ns, ctime ns, size, inode).
-Signature = tuple[int, int, int, int]
 _MAGIC = frozenset("*?[")
-
-
-def signature(path: str) -> Signature | None:
-    """The stat signature of ``path`` (following symlinks); None when it cannot be stat-ed."""
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
-
-
-def read_settled(path: str, max_bytes: int, settle: float) -> tuple[str, Signature | None]:
-    """The file's text once nobody is writing it, and the signature it had when read.
-
-    A file modified less than ``settle`` seconds ago is waited for, and one that changed
-    while it was read is read again: an in-place write (truncate, then write) or a slow copy
-    seen half-way is a shorter file, and a shorter config is often still valid (its last
-    routes cut off); compiling it would publish half a config. Waiting costs nothing when the
-    file is old. Bounded: a file rewritten without pause for :data:`SETTLE_ROUNDS` rounds is
-    taken as last read (the compile timeout bounds it too)."""
-    text, before = "", None
-    for _ in range(SETTLE_ROUNDS):
-        before = signature(path)
-        if before is not None and settle > 0:
-            age = time.time() - before[0] / 1e9
-            if 0 <= age < settle or age < 0:  # fresh (or from the future: a skewed clock)
-                time.sleep(min(settle - age, settle) if age >= 0 else settle)
-                if signature(path) != before:
-                    continue
-        text = read_config_text(path, max_bytes)
-        if signature(path) == before:
-            return text, before
-    return text, before
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from meshgate.config_files import Signature, signature
+from meshgate.files import Signature, signature
 from meshgate.problems import Problem
 from xds_server.sources.base import ConfigChanged, Emit, SourceError
 

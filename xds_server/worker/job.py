@@ -20,8 +20,8 @@ from pathlib import Path
 from google.protobuf import any_pb2
 
 from meshgate.config import Endpoint
-from meshgate.config_files import DEFAULT_MAX_CONFIG_FILES, Signature, read_config_files
-from meshgate.files import DEFAULT_MAX_CONFIG_BYTES
+from meshgate.config_files import DEFAULT_MAX_CONFIG_FILES, read_config_files
+from meshgate.files import DEFAULT_MAX_CONFIG_BYTES, Signature
 from meshgate.loader import parse_files
 from meshgate.problems import ConfigError, Problem
 from meshgate.yaml_bounds import DEFAULT_LIMITS, YamlLimits

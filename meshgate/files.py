@@ -12,6 +12,8 @@ runs out), a directory, a socket, a file that is still being written and keeps g
 - at most ``max_bytes + 1`` bytes are read whatever ``st_size`` said (``/proc`` files report
   0; a file may grow while read), so memory is bounded by the limit;
 - bytes that are not UTF-8 are reported with their offset, line and column.
+- :func:`read_settled` reads a file only once nobody is writing it, and returns the
+  :func:`signature` (``stat``) it had then, which the config watcher compares against.
 
 Symlinks are followed: Kubernetes mounts every ConfigMap key as a symlink into a ``..data``
 directory that it swaps atomically.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -33,6 +36,10 @@ from meshgate.problems import ConfigError, Problem
 #: Default largest config file: a 100,000-route file is about 10 MiB, so 32 MiB leaves room
 #: for very large configs while keeping a mistaken path (a log file, a disk image) harmless.
 DEFAULT_MAX_CONFIG_BYTES = 32 * 1024 * 1024
+#: How often a file that keeps changing is looked at again before what was read is used.
+SETTLE_ROUNDS = 50
+#: What ``stat`` says of a path, to notice any change: (mtime ns, ctime ns, size, inode).
+Signature = tuple[int, int, int, int]
 #: How much is read per ``read`` call.
 _CHUNK = 1024 * 1024
 
@@ -141,3 +148,36 @@ def read_config_text(path: str | Path, max_bytes: int = DEFAULT_MAX_CONFIG_BYTES
     finally:
         os.close(fd)
     return _decode(name, b"".join(chunks))
+
+
+def signature(path: str) -> Signature | None:
+    """The stat signature of ``path`` (following symlinks); None when it cannot be stat-ed."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+
+
+def read_settled(path: str, max_bytes: int, settle: float) -> tuple[str, Signature | None]:
+    """The file's text once nobody is writing it, and the signature it had when read.
+
+    A file modified less than ``settle`` seconds ago is waited for, and one that changed
+    while it was read is read again: an in-place write (truncate, then write) or a slow copy
+    seen half-way is a shorter file, and a shorter config is often still valid (its last
+    routes cut off); compiling it would publish half a config. Waiting costs nothing when the
+    file is old. Bounded: a file rewritten without pause for :data:`SETTLE_ROUNDS` rounds is
+    taken as last read (the compile timeout bounds it too)."""
+    text, before = "", None
+    for _ in range(SETTLE_ROUNDS):
+        before = signature(path)
+        if before is not None and settle > 0:
+            age = time.time() - before[0] / 1e9
+            if 0 <= age < settle or age < 0:  # fresh (or from the future: a skewed clock)
+                time.sleep(min(settle - age, settle) if age >= 0 else settle)
+                if signature(path) != before:
+                    continue
+        text = read_config_text(path, max_bytes)
+        if signature(path) == before:
+            return text, before
+    return text, before

@@ -22,12 +22,15 @@ import yaml
 from pydantic import ValidationError
 
 from meshgate.config import GatewayConfig, reference_errors
-from meshgate.files import DEFAULT_MAX_CONFIG_BYTES, read_config_text
+from meshgate.config_files import DEFAULT_MAX_CONFIG_FILES, ConfigFiles, read_config_files
+from meshgate.config_includes import INCLUDE_KEY
+from meshgate.config_merge import UNKNOWN_FIELD, Origins, SourceText, merge
+from meshgate.files import DEFAULT_MAX_CONFIG_BYTES
 from meshgate.problems import MAX_PROBLEMS, ConfigError, ConfigProblem, Problem, more_problems
 from meshgate.redact import hide_values, is_sensitive_name, show
 from meshgate.yaml_bounds import DEFAULT_LIMITS, YamlLimits
 from meshgate.yaml_locate import Loc, positions
-from meshgate.yaml_read import format_loc, problem, read_yaml
+from meshgate.yaml_read import check_bounds, format_loc, load_checked, problem
 
 __all__ = [
     "ConfigError",
@@ -39,6 +42,7 @@ __all__ = [
     "format_loc",
     "load_config",
     "parse_config",
+    "parse_files",
     "position",
     "print_problems",
 ]
@@ -46,9 +50,21 @@ __all__ = [
 
 @dataclass(frozen=True)
 class LoadedConfig:
+    """A valid config, what it was read from, its content digest, and which file wrote
+    each part of it (to locate problems found later, e.g. by Envoy)."""
+
     config: GatewayConfig
     source: str
     digest: str
+    origins: Origins
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(f.path for f in self.origins.files)
+
+    def problems_at(self, found: list[tuple[Loc, str]]) -> list[Problem]:
+        """Each (path in the merged config, message) as a problem at its file:line:col."""
+        return self.origins.problems(found).problems
 
 
 def position(text: str, loc: Loc) -> tuple[int | None, int | None]:
@@ -109,7 +125,7 @@ def _clean_message(err: dict[str, Any], sensitive: bool) -> str:
             msg = msg[len(prefix) :]
     kind = err["type"]
     if kind == "extra_forbidden":
-        return "unknown field (check the spelling; see docs/configuration.md)"
+        return UNKNOWN_FIELD
     if kind == "missing":
         return "required field is missing"
     if kind == "too_short" and err.get("ctx", {}).get("min_length") == 1:
@@ -139,7 +155,7 @@ def _clean_loc(loc: Loc, kind: str) -> Loc:
     )
 
 
-def _schema_error(exc: ValidationError, data: Any, text: str, source: str) -> ConfigError:
+def _schema_error(exc: ValidationError, data: Any, origins: Origins) -> ConfigError:
     """The first :data:`MAX_PROBLEMS` schema errors, located and worded; the rest counted."""
     errors = exc.errors(include_url=False)
     first = [
@@ -147,7 +163,7 @@ def _schema_error(exc: ValidationError, data: Any, text: str, source: str) -> Co
         for err in errors[:MAX_PROBLEMS]
         for loc in [_clean_loc(tuple(err["loc"]), err["type"])]
     ]
-    return _located(source, text, first, omitted=len(errors) - len(first))
+    return origins.problems(first, omitted=len(errors) - len(first))
 
 
 def _located(source: str, text: str, found: list[tuple[Loc, str]], omitted: int = 0) -> ConfigError:
@@ -161,32 +177,87 @@ def _located(source: str, text: str, found: list[tuple[Loc, str]], omitted: int 
 def parse_config(
     text: str, source: str = "<config>", limits: YamlLimits = DEFAULT_LIMITS
 ) -> LoadedConfig:
-    """Parse and validate config text; raise :class:`ConfigError` with its problems."""
-    data = read_yaml(text, source, limits)
+    """Parse and validate one config text; raise :class:`ConfigError` with its problems.
+
+    Text has no place to include other files from: an ``include`` key is a problem here
+    (:func:`load_config` reads a path and resolves them)."""
+    check_bounds(text, source, limits)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return _parse(Origins.single(source, text), digest, includes_read=False)
+
+
+def parse_files(files: ConfigFiles) -> LoadedConfig:
+    """Validate the config made of ``files`` (read, bounds-checked and with their includes
+    resolved by :func:`~meshgate.config_files.read_config_files`)."""
+    if files.problems:
+        raise files.error()
+    texts = tuple(SourceText(f.path, f.text) for f in files.files)
+    return _parse(Origins(files.root, texts), files.digest, includes_read=True)
+
+
+def _top(origins: Origins, index: int, includes_read: bool) -> dict[str, Any] | None:
+    """One file's top mapping (None: an empty file of a split config); ConfigError if it
+    is not a mapping or cannot be built."""
+    src = origins.files[index]
+    data = load_checked(src.text, src.path)
     if data is None:
-        raise ConfigError([ConfigProblem(source, "", "the file is empty")])
+        if origins.split:
+            return None
+        raise ConfigError([ConfigProblem(src.path, "", "the file is empty")])
     if not isinstance(data, dict):
         message = f"expected a mapping at the top, got {type(data).__name__}"
-        raise _located(source, text, [((), message)])
+        raise _located(src.path, src.text, [((), message)])
+    if INCLUDE_KEY in data and not includes_read:
+        message = "files are included only when the config is read from a path"
+        raise _located(src.path, src.text, [((INCLUDE_KEY,), message)])
+    data.pop(INCLUDE_KEY, None)
+    return data
+
+
+def _parse(origins: Origins, digest: str, includes_read: bool) -> LoadedConfig:
+    tops: list[tuple[int, dict[str, Any]]] = []
+    problems: list[Problem] = []
+    omitted = 0
+    for index in range(len(origins.files)):
+        try:
+            data = _top(origins, index, includes_read)
+        except ConfigError as exc:  # every file's YAML mistakes at once
+            problems += exc.problems
+            omitted += exc.omitted
+            continue
+        if data is not None:
+            tops.append((index, data))
+    if problems:
+        raise ConfigError(problems, omitted)
+    joined: list[Problem] = []
+    if origins.split:
+        merged, joined = merge(tops, origins)
+    else:
+        merged = tops[0][1]
     try:
-        config = GatewayConfig.model_validate(data)
+        config = GatewayConfig.model_validate(merged)
     except ValidationError as exc:
-        raise _schema_error(exc, data, text, source) from None
-    refs = reference_errors(config)
+        schema = _schema_error(exc, merged, origins)
+        raise ConfigError([*joined, *schema.problems], schema.omitted) from None
+    if joined:
+        raise ConfigError(joined)
+    refs = reference_errors(config, origins.written_at if origins.split else None)
     if refs:
         first = refs[:MAX_PROBLEMS]
-        raise _located(source, text, list(first), omitted=len(refs) - len(first))
-    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return LoadedConfig(config, source, digest)
+        raise origins.problems(first, omitted=len(refs) - len(first))
+    return LoadedConfig(config, origins.root, digest, origins)
 
 
 def load_config(
     path: str | Path,
     max_bytes: int = DEFAULT_MAX_CONFIG_BYTES,
     limits: YamlLimits = DEFAULT_LIMITS,
+    max_files: int = DEFAULT_MAX_CONFIG_FILES,
 ) -> LoadedConfig:
-    """Read (regular files only, at most ``max_bytes``) and validate a config file."""
-    return parse_config(read_config_text(path, max_bytes), str(path), limits)
+    """Read (regular files only, at most ``max_bytes`` and ``max_files`` together) and
+    validate the config at ``path``: a file, or a directory of files (see
+    :mod:`meshgate.config_files`)."""
+    return parse_files(read_config_files(path, max_bytes, limits, max_files=max_files))
 
 
 def print_problems(exc: ConfigError, file: TextIO | None = None) -> None:

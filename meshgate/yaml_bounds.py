@@ -200,7 +200,10 @@ class _Scan:
         self._close(size, height)
 
 
-def check_events(events: Iterable[Event], source: str, limits: YamlLimits = DEFAULT_LIMITS) -> None:
+def check_events(events: Iterable[Event], source: str, limits: YamlLimits = DEFAULT_LIMITS) -> int:
     """Raise :class:`ConfigError` if the event stream crosses a limit; YAML syntax errors
-    raised by the parser while iterating pass through unchanged."""
-    _Scan(limits, source).run(events)
+    raised by the parser while iterating pass through unchanged. Returns the number of nodes
+    of the expanded tree, so that the files of one config can share one budget."""
+    scan = _Scan(limits, source)
+    scan.run(events)
+    return scan.nodes

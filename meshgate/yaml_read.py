@@ -14,9 +14,11 @@ invalid-config fixtures pin down; it is iterative and scanned with the same limi
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import yaml
+from yaml.events import Event
 
 from meshgate.problems import ConfigError, Problem
 from meshgate.redact import escape, excerpt, hide_values, looks_like_credential, redacted, show
@@ -196,10 +198,22 @@ def yaml_error(exc: yaml.YAMLError, source: str, text: str = "") -> ConfigError:
     return ConfigError([Problem(source, "", excerpt(message, 500), line, col)])
 
 
-def check_bounds(text: str, source: str, limits: YamlLimits = DEFAULT_LIMITS) -> None:
-    """Refuse text that would cost too much to build (see :mod:`meshgate.yaml_bounds`)."""
+Tap = Callable[[Iterator[Event]], Iterator[Event]]
+
+
+def _untapped(events: Iterator[Event]) -> Iterator[Event]:
+    return events
+
+
+def check_bounds(
+    text: str, source: str, limits: YamlLimits = DEFAULT_LIMITS, tap: Tap = _untapped
+) -> int:
+    """Refuse text that would cost too much to build (see :mod:`meshgate.yaml_bounds`);
+    return the number of nodes it builds. ``tap`` sees every parser event on the way (the
+    include scan of :mod:`meshgate.config_files` reads the top-level keys there, so a file
+    is streamed once for both)."""
     try:
-        check_events(yaml.parse(text, Loader=_FastBase), source, limits)
+        return check_events(tap(yaml.parse(text, Loader=_FastBase)), source, limits)
     except yaml.YAMLError as fast_exc:
         if len(text) <= WORDING_MAX_CHARS:
             try:
@@ -212,6 +226,11 @@ def check_bounds(text: str, source: str, limits: YamlLimits = DEFAULT_LIMITS) ->
 def read_yaml(text: str, source: str, limits: YamlLimits = DEFAULT_LIMITS) -> Any:
     """The data of ``text``, or :class:`ConfigError` for YAML mistakes and excesses."""
     check_bounds(text, source, limits)
+    return load_checked(text, source)
+
+
+def load_checked(text: str, source: str) -> Any:
+    """The data of ``text`` whose bounds :func:`check_bounds` has accepted."""
     try:
         return fast_load(text)  # _FastLoader, a SafeLoader subclass
     except _DuplicateKeyError:

@@ -97,6 +97,7 @@ class ControlPlane:
             # a file written in place may be seen half-way: read it once it is left alone
             # for a moment (a writer's pause, not the polling period, which may be long)
             settle=min(settings.poll_interval, 0.2),
+            max_files=settings.max_config_files,
         )
 
     # -- config flow ---------------------------------------------------------------------
@@ -128,6 +129,8 @@ class ControlPlane:
                 )
         elif isinstance(outcome, Rejected):
             self._on_config_error(list(outcome.problems), outcome.digest)
+        if outcome.watched:  # the files it read: the watcher looks at every one of them
+            self.source.track(outcome.watched)
         self.state.settle(request.generation, outcome.digest)
 
     def _locator(self, path: str, digest: str) -> Locator:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
+from meshgate.config_files import DEFAULT_MAX_CONFIG_FILES
 from meshgate.files import DEFAULT_MAX_CONFIG_BYTES
 from meshgate.runtime.help_format import DefaultsHelpFormatter
 from meshgate.runtime.settings import (
@@ -42,6 +43,8 @@ class Settings(ServiceSettings):
     max_config_bytes: int = DEFAULT_MAX_CONFIG_BYTES
     #: Nodes of the config's expanded YAML tree (about 11 per route); see YamlLimits.
     max_config_nodes: int = DEFAULT_LIMITS.max_nodes
+    #: Files one config may be made of (a directory's and their includes).
+    max_config_files: int = DEFAULT_MAX_CONFIG_FILES
     #: Seconds one config may take to read, parse and compile in the worker.
     compile_timeout: float = 300.0
     xds_tls_cert: str | None = None
@@ -155,6 +158,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         max_config_bytes=a.max_config_bytes,
         compile_timeout=a.compile_timeout,
         max_config_nodes=a.max_config_nodes,
+        max_config_files=a.max_config_files,
         xds_tls_cert=a.xds_tls_cert,
         xds_tls_key=a.xds_tls_key,
         xds_tls_client_ca=a.xds_tls_client_ca,

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 from meshgate import __version__
 from meshgate.cli.up import fetch_status, run_up
 from meshgate.cli.up_options import add_up_arguments, up_options
-from meshgate.files import DEFAULT_MAX_CONFIG_BYTES, read_config_text
+from meshgate.config_files import DEFAULT_MAX_CONFIG_FILES
+from meshgate.files import DEFAULT_MAX_CONFIG_BYTES
 from meshgate.loader import ConfigError, LoadedConfig, load_config, print_problems
 from meshgate.problems import Problem
 from meshgate.redact import escape, redact_text
@@ -32,32 +33,27 @@ def _cmd_up(a: argparse.Namespace) -> int:
 
 
 def _compile(
-    path: str, max_bytes: int = DEFAULT_MAX_CONFIG_BYTES, max_nodes: int = DEFAULT_LIMITS.max_nodes
+    path: str,
+    max_bytes: int = DEFAULT_MAX_CONFIG_BYTES,
+    max_nodes: int = DEFAULT_LIMITS.max_nodes,
+    max_files: int = DEFAULT_MAX_CONFIG_FILES,
 ) -> tuple[LoadedConfig, Snapshot] | None:
-    """Load and compile ``path``; on failure print every problem and return None."""
+    """Load and compile the config at ``path`` (a file or a directory); on failure print
+    every problem and return None."""
     from xds_server.compiler import compile_snapshot
     from xds_server.snapshot.snapshot import InconsistentSnapshotError
-    from xds_server.worker.secret_values import read_secrets
+    from xds_server.worker.secret_values import read_loaded_secrets
 
     try:
-        loaded = load_config(path, max_bytes, yaml_limits(max_nodes))
+        loaded = load_config(path, max_bytes, yaml_limits(max_nodes), max_files)
         # the secrets are read as the control plane reads them: a missing one is an error here
         # too (render shows them redacted)
-        secrets = read_secrets(loaded.config, loaded.source, _text_of(loaded.source, max_bytes))
-        return loaded, compile_snapshot(loaded.config, secrets=secrets)
+        return loaded, compile_snapshot(loaded.config, secrets=read_loaded_secrets(loaded))
     except ConfigError as exc:
         print_problems(exc)
     except InconsistentSnapshotError as exc:
         print(f"error: {path}: {exc}", file=sys.stderr)
     return None
-
-
-def _text_of(path: str, max_bytes: int) -> str | None:
-    """The file's text again, to place problems found after loading (None if it is gone)."""
-    try:
-        return read_config_text(path, max_bytes)
-    except ConfigError:
-        return None
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:
@@ -71,7 +67,7 @@ def _cmd_validate(a: argparse.Namespace) -> int:
         except EnvoyNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-    compiled = _compile(a.file, a.max_config_bytes, a.max_config_nodes)
+    compiled = _compile(a.file, a.max_config_bytes, a.max_config_nodes, a.max_config_files)
     if compiled is None:
         return 1
     loaded, snapshot = compiled
@@ -83,25 +79,22 @@ def _cmd_validate(a: argparse.Namespace) -> int:
             return 1
     c = loaded.config
     n_routes = sum(len(vh.routes) for lst in c.listeners for vh in lst.virtual_hosts)
+    files = f"{len(loaded.files)} file(s), " if loaded.origins.split else ""
     print(
-        f"{a.file}: ok ({len(c.listeners)} listener(s), {n_routes} route(s), "
+        f"{a.file}: ok ({files}{len(c.listeners)} listener(s), {n_routes} route(s), "
         f"{len(c.services)} service(s); snapshot {snapshot.version})"
     )
     return 0
 
 
 def _envoy_problems(objections: list[str], loaded: LoadedConfig) -> list[Problem]:
-    """Envoy's objections, each located in the file where it can be traced back to it."""
-    from xds_server.publish.locate import located_problems
+    """Envoy's objections, each located in the file where it can be traced back to it (the
+    text that was compiled is at hand: no file is read again)."""
+    from xds_server.publish.locate import located_in
 
-    try:  # the file may have changed since: read it as untrusted again
-        text: str | None = read_config_text(loaded.source)
-    except ConfigError:
-        text = None
     problems: list[Problem] = []
     for message in map(redact_text, objections):  # Envoy quotes values back, secrets too
-        located = located_problems(message, loaded.config, loaded.source, text)
-        problems += located or [Problem(loaded.source, "", message)]
+        problems += located_in(message, loaded) or [Problem(loaded.source, "", message)]
     return problems
 
 
@@ -282,8 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_up_arguments(up)
     up.set_defaults(func=_cmd_up)
 
-    v = command("validate", "check a config file; exit 1 with precise errors")
-    v.add_argument("file", help="gateway config file")
+    v = command("validate", "check a config; exit 1 with precise errors")
+    v.add_argument("file", metavar="PATH", help="gateway config: a file or a directory of files")
     v.add_argument(
         "--with-envoy",
         action="store_true",
@@ -299,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_cmd_validate)
 
     r = command("render", "print the Envoy resources a config compiles to (JSON)")
-    r.add_argument("file", help="gateway config file")
+    r.add_argument("file", metavar="PATH", help="gateway config: a file or a directory of files")
     r.set_defaults(func=_cmd_render)
 
     st = command("status", "what is published, what each Envoy runs, what was rejected")

@@ -83,6 +83,8 @@ class ControlPlaneService(Child):
                 str(opts.max_config_bytes),
                 "--max-config-nodes",
                 str(opts.max_config_nodes),
+                "--max-config-files",
+                str(opts.max_config_files),
             ],
         )
 

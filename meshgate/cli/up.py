@@ -180,6 +180,7 @@ def run_up(opts: UpOptions) -> int:
             config_path,
             opts.max_config_bytes,
             yaml_limits(opts.max_config_nodes),
+            opts.max_config_files,
         )
         find_envoy(opts.envoy_path)
     except ConfigError as exc:

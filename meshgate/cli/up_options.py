@@ -10,6 +10,7 @@ import argparse
 from dataclasses import dataclass
 from importlib import resources
 
+from meshgate.config_files import DEFAULT_MAX_CONFIG_FILES
 from meshgate.files import DEFAULT_MAX_CONFIG_BYTES
 from meshgate.runtime.settings import add_config_limit_arguments
 from meshgate.yaml_bounds import DEFAULT_LIMITS
@@ -35,6 +36,7 @@ class UpOptions:
     #: the config file limits, for the first check here and for the control plane
     max_config_bytes: int = DEFAULT_MAX_CONFIG_BYTES
     max_config_nodes: int = DEFAULT_LIMITS.max_nodes
+    max_config_files: int = DEFAULT_MAX_CONFIG_FILES
 
 
 def default_config_path() -> str:
@@ -47,9 +49,9 @@ def add_up_arguments(p: argparse.ArgumentParser) -> None:
     d = UpOptions()
     p.add_argument(
         "--config",
-        metavar="FILE",
-        help="gateway config, watched for edits (default: the embedded quickstart, "
-        f"{default_config_path()})",
+        metavar="PATH",
+        help="gateway config: a file, or a directory of *.yaml files; watched for edits "
+        f"(default: the embedded quickstart, {default_config_path()})",
     )
     p.add_argument(
         "--envoy",
@@ -125,4 +127,5 @@ def up_options(a: argparse.Namespace) -> UpOptions:
         pki_dir=a.pki_dir,
         max_config_bytes=a.max_config_bytes,
         max_config_nodes=a.max_config_nodes,
+        max_config_files=a.max_config_files,
     )

@@ -6,6 +6,7 @@ sockets on one port: each is returned with the path of the offending value, all 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from meshgate.redact import show
@@ -26,36 +27,49 @@ def route_name(vhost: VirtualHost, index: int, route: Route) -> str:
 Issue = tuple[tuple[str | int, ...], str]
 
 
-def _duplicates(items: list[Any], key: str, path: tuple[str | int, ...], what: str) -> list[Issue]:
+#: Says where a path of the config is written ("policies/a.yaml:4"), for a config split
+#: across files, where an index in the merged list would mean nothing to the reader.
+WrittenAt = Callable[[tuple[str | int, ...]], str]
+
+
+def _duplicates(
+    items: list[Any],
+    key: str,
+    path: tuple[str | int, ...],
+    what: str,
+    written_at: WrittenAt | None = None,
+) -> list[Issue]:
     seen: dict[Any, int] = {}
     issues: list[Issue] = []
     for i, item in enumerate(items):
         value = getattr(item, key)
         if value in seen:
+            first = (*path, seen[value], key)
+            where = written_at(first) if written_at else f"index {seen[value]}"
             issues.append(
-                (
-                    (*path, i, key),
-                    f"duplicate {what} {value!r} (first defined at index {seen[value]})",
-                )
+                ((*path, i, key), f"duplicate {what} {value!r} (first defined at {where})")
             )
         else:
             seen[value] = i
     return issues
 
 
-def reference_errors(config: GatewayConfig) -> list[Issue]:
-    """Every cross-reference mistake, each with the path of the offending value."""
+def reference_errors(config: GatewayConfig, written_at: WrittenAt | None = None) -> list[Issue]:
+    """Every cross-reference mistake, each with the path of the offending value.
+
+    A name defined twice at the top level says where the first one is: at its index, or,
+    given ``written_at`` (a config split across files), at its file and line."""
     issues: list[Issue] = []
-    issues += _duplicates(config.listeners, "name", ("listeners",), "listener name")
-    issues += _duplicates(config.services, "name", ("services",), "service name")
-    issues += _duplicates(config.demo_upstreams, "name", ("demo_upstreams",), "demo upstream")
     for kind, what in (
-        ("issuers", "issuer"),
-        ("roles", "role"),
-        ("policies", "policy"),
-        ("logins", "login"),
+        ("listeners", "listener name"),
+        ("services", "service name"),
+        ("demo_upstreams", "demo upstream"),
+        ("issuers", "issuer name"),
+        ("roles", "role name"),
+        ("policies", "policy name"),
+        ("logins", "login name"),
     ):
-        issues += _duplicates(getattr(config, kind), "name", (kind,), f"{what} name")
+        issues += _duplicates(getattr(config, kind), "name", (kind,), what, written_at)
     issues += identity_issues(config)
     bound: dict[tuple[str, int], str] = {}
     for li, listener in enumerate(config.listeners):

@@ -13,6 +13,7 @@ import ipaddress
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from meshgate.config_files import DEFAULT_MAX_CONFIG_FILES
 from meshgate.files import DEFAULT_MAX_CONFIG_BYTES
 from meshgate.yaml_bounds import DEFAULT_LIMITS, YamlLimits
 
@@ -33,15 +34,15 @@ class ServiceSettings:
 
 
 def add_config_limit_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--max-config-bytes`` and ``--max-config-nodes``, the same on every command that
-    reads a gateway config (``validate``, ``up``, the control plane), so a file that
-    ``validate`` accepts with some limits is one the gateway accepts with the same."""
+    """``--max-config-bytes``, ``--max-config-nodes`` and ``--max-config-files``, the same on
+    every command that reads a gateway config (``validate``, ``up``, the control plane), so a
+    config that ``validate`` accepts with some limits is one the gateway accepts with the same."""
     parser.add_argument(
         "--max-config-bytes",
         type=int,
         default=DEFAULT_MAX_CONFIG_BYTES,
         metavar="N",
-        help="largest config file read; a larger one is refused",
+        help="largest config read (all its files together); a larger one is refused",
     )
     parser.add_argument(
         "--max-config-nodes",
@@ -49,7 +50,14 @@ def add_config_limit_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_LIMITS.max_nodes,
         metavar="N",
         help="most YAML nodes (keys, values, collections; about 11 per route) a config may "
-        "have; a larger one is refused before it is built",
+        "have (all its files together); a larger one is refused before it is built",
+    )
+    parser.add_argument(
+        "--max-config-files",
+        type=int,
+        default=DEFAULT_MAX_CONFIG_FILES,
+        metavar="N",
+        help="most files a config may be made of (a directory's files and their includes)",
     )
 
 

@@ -108,7 +108,11 @@ def no_blank_lines(text: str) -> bool:
 
 @pytest.mark.parametrize(
     ("breakage", "reason"),
-    [("bad utf-8", "not valid UTF-8: byte 0xff"), ("a directory", "is a directory, not a regular")],
+    [
+        ("bad utf-8", "not valid UTF-8: byte 0xff"),
+        # a directory is a config too (of its *.yaml files): an empty one is refused
+        ("a directory", "the directory holds no config file"),
+    ],
 )
 async def test_restoring_the_file_after_a_read_error_clears_the_rejection(
     plane: ControlPlane, breakage: str, reason: str

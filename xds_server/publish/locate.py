@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshgate.config import GatewayConfig, route_name
-from meshgate.loader import Loc, format_loc, position
+from meshgate.loader import LoadedConfig, Loc, format_loc, position
 from meshgate.problems import Problem
 
 #: "Envoy rejected RDS 'public', 'admin': reason" (the canary's wording, validation.py).
@@ -123,6 +123,12 @@ def trace(message: str, config: GatewayConfig) -> list[Loc]:
     if finer:
         return finer
     return [n.loc for n in resources]
+
+
+def located_in(message: str, loaded: LoadedConfig) -> list[Problem]:
+    """``message`` as problems at each place :func:`trace` finds, in the file that wrote it
+    (a config may be split across files), with its line and column."""
+    return loaded.problems_at([(loc, message) for loc in trace(message, loaded.config)])
 
 
 def located_problems(

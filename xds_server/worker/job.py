@@ -1,4 +1,4 @@
-"""One compile: config file (+ discovered endpoints) -> packed Envoy resources, or problems.
+"""One compile: config files (+ discovered endpoints) -> packed Envoy resources, or problems.
 
 This runs in the compile worker process (see ``__main__``), but it is plain code: the tests
 call :func:`run_job` in-process. What goes back to the control plane is deliberately small and
@@ -10,7 +10,6 @@ The parsed model, the YAML data and every intermediate object die with the worke
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import time
 import traceback
@@ -21,14 +20,15 @@ from pathlib import Path
 from google.protobuf import any_pb2
 
 from meshgate.config import Endpoint
-from meshgate.files import DEFAULT_MAX_CONFIG_BYTES, read_config_text
-from meshgate.loader import parse_config
+from meshgate.config_files import DEFAULT_MAX_CONFIG_FILES, read_config_files
+from meshgate.files import DEFAULT_MAX_CONFIG_BYTES, Signature
+from meshgate.loader import parse_files
 from meshgate.problems import ConfigError, Problem
 from meshgate.yaml_bounds import DEFAULT_LIMITS, YamlLimits
 from xds_server.compiler import compile_snapshot
-from xds_server.publish.locate import located_problems
+from xds_server.publish.locate import located_in
 from xds_server.snapshot.snapshot import InconsistentSnapshotError, Resource, Snapshot
-from xds_server.worker.secret_values import read_secrets
+from xds_server.worker.secret_values import read_loaded_secrets
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,14 @@ class CompileJob:
     known_digest: str | None = None
     max_bytes: int = DEFAULT_MAX_CONFIG_BYTES
     limits: YamlLimits = DEFAULT_LIMITS
-    #: Seconds the file must have been left alone before it is read (see ``read_settled``).
+    #: Seconds a file must have been left alone before it is read (see ``read_settled``).
     settle: float = 0.0
+    max_files: int = DEFAULT_MAX_CONFIG_FILES
 
+
+#: Every path the worker looked at, with its stat signature then (None: missing), so that
+#: the watcher notices a change to any of them, even one made while the worker read.
+Watched = tuple[tuple[str, Signature | None], ...]
 
 #: One resource as it crosses the pipe: (name, type URL, serialized message, version). A plain
 #: tuple: unpickling 20,000 frozen dataclasses took 0.3 s of the control plane's loop.
@@ -55,112 +60,82 @@ class Compiled:
     labels: Mapping[str, str]
     #: read + parse + validate + compile, inside the worker
     seconds: float
+    watched: Watched = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
 class Rejected:
     digest: str
     problems: tuple[Problem, ...]
+    watched: Watched = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
 class Unchanged:
-    """The file still has the digest whose outcome stands; nothing to do."""
+    """The files still have the digest whose outcome stands; nothing to do."""
 
     digest: str
+    watched: Watched = field(default=(), compare=False)
 
 
 Outcome = Compiled | Rejected | Unchanged
 
 
 def digest_of(text: str) -> str:
-    """The config's content digest, as the loader computes it (status shows it)."""
+    """The digest of a config that is one file (``meshgate status`` shows it)."""
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-#: How often a file that keeps changing is looked at again before what was read is used.
-_SETTLE_ROUNDS = 50
-
-
-def _stat_key(path: str) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-def read_settled(path: str, max_bytes: int, settle: float) -> str:
-    """The file's text once nobody is writing it: a file modified less than ``settle``
-    seconds ago is waited for, and one that changed while it was read is read again.
-
-    An in-place write (truncate, then write) or a slow copy seen half-way is a shorter file,
-    and a shorter config is often still valid (its last routes cut off): compiling it would
-    publish half a config. Waiting here costs nothing when the file is old, and a newer
-    change kills this worker anyway. Bounded: a file rewritten without pause for
-    ``_SETTLE_ROUNDS`` rounds is taken as last read (the compile timeout bounds it too)."""
-    text = ""
-    for _ in range(_SETTLE_ROUNDS):
-        before = _stat_key(path)
-        if before is not None and settle > 0:
-            age = time.time() - before[0] / 1e9
-            if 0 <= age < settle or age < 0:  # fresh (or from the future: a skewed clock)
-                time.sleep(min(settle - age, settle) if age >= 0 else settle)
-                if _stat_key(path) != before:
-                    continue
-        text = read_config_text(path, max_bytes)
-        if _stat_key(path) == before:
-            return text
-    return text
 
 
 def run_job(job: CompileJob) -> Outcome:
     """Read, parse, validate, read the secrets it names, and compile; every failure becomes
     problems, never an exception.
 
-    The file is read once, by the loader's bounded reader (regular files only, at most
-    ``max_bytes``, never blocking), and the digest is of exactly what is parsed."""
+    The files are read once, by the bounded reader (regular files only, at most
+    ``max_bytes`` and ``max_files`` together, never blocking), and the digest is of exactly
+    what is parsed. Every outcome lists the paths looked at, for the watcher."""
     started = time.perf_counter()
-    try:
-        text = read_settled(job.path, job.max_bytes, job.settle)
-    except ConfigError as exc:
-        return Rejected("unreadable", tuple(exc.report()))
-    digest = digest_of(text)
+    files = read_config_files(
+        job.path, job.max_bytes, job.limits, settle=job.settle, max_files=job.max_files
+    )
+    watched = files.watched
+    if files.unreadable:
+        return Rejected("unreadable", tuple(files.error().report()), watched)
+    digest = files.digest
     if digest == job.known_digest:
-        return Unchanged(digest)
+        return Unchanged(digest, watched)
     try:
-        loaded = parse_config(text, job.path, job.limits)
+        loaded = parse_files(files)
         labels = {"source": loaded.source, "digest": digest}
-        secrets = read_secrets(loaded.config, job.path, text)
+        secrets = read_loaded_secrets(loaded)
         snapshot = compile_snapshot(loaded.config, job.discovered, labels, secrets=secrets)
     except ConfigError as exc:
-        return Rejected(digest, tuple(exc.report()))
+        return Rejected(digest, tuple(exc.report()), watched)
     except InconsistentSnapshotError as exc:
-        return Rejected(digest, (Problem(job.path, "", str(exc), origin="compiler"),))
+        return Rejected(digest, (Problem(job.path, "", str(exc), origin="compiler"),), watched)
     except Exception as exc:  # a loader or compiler bug must still be reported, not swallowed
         message, report = bug_report(exc)
         print(report, file=sys.stderr, flush=True)  # the worker's stderr is the control plane's
-        return Rejected(digest, (Problem(job.path, "", message, origin="compiler bug"),))
+        return Rejected(digest, (Problem(job.path, "", message, origin="compiler bug"),), watched)
     resources = tuple(
         (r.name, r.type_url, r.any.value, r.version)
         for by_name in snapshot.resources.values()
         for r in by_name.values()
     )
-    return Compiled(digest, resources, labels, time.perf_counter() - started)
+    return Compiled(digest, resources, labels, time.perf_counter() - started, watched)
 
 
 def locate_in_file(job: CompileJob, digest: str, message: str) -> list[Problem]:
-    """Envoy's ``message`` traced back to the config file's paths and lines, as long as the
-    file still holds the content that was compiled (``digest``); else nothing is certain and
+    """Envoy's ``message`` traced back to the config files' paths and lines, as long as the
+    files still hold the content that was compiled (``digest``); else nothing is certain and
     the message stands alone."""
+    files = read_config_files(job.path, job.max_bytes, job.limits, max_files=job.max_files)
+    if files.problems or files.digest != digest:
+        return []
     try:
-        text = read_config_text(job.path, job.max_bytes)
-        if digest_of(text) != digest:
-            return []
-        loaded = parse_config(text, job.path, job.limits)
+        loaded = parse_files(files)
     except ConfigError:
         return []
-    return located_problems(message, loaded.config, loaded.source, text)
+    return located_in(message, loaded)
 
 
 def to_snapshot(compiled: Compiled) -> Snapshot:

@@ -33,6 +33,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from meshgate.config_files import DEFAULT_MAX_CONFIG_FILES
 from meshgate.files import DEFAULT_MAX_CONFIG_BYTES
 from meshgate.problems import Problem
 from meshgate.runtime.gc_pause import gc_paused
@@ -82,11 +83,13 @@ class CompileRunner:
         limits: YamlLimits = DEFAULT_LIMITS,
         target: Target = serve_one,
         settle: float = 0.0,
+        max_files: int = DEFAULT_MAX_CONFIG_FILES,
     ):
         self._deliver = deliver
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.limits = limits
+        self.max_files = max_files
         self._target = target
         #: A file changed less than this ago is waited for (it may still be being written).
         self.settle = settle
@@ -204,7 +207,9 @@ class CompileRunner:
         """Envoy's objection traced back to the config file, by a worker (which parses the
         file again); empty when it cannot be told for certain or the worker fails."""
         try:
-            job = CompileJob(path, max_bytes=self.max_bytes, limits=self.limits)
+            job = CompileJob(
+                path, max_bytes=self.max_bytes, limits=self.limits, max_files=self.max_files
+            )
             data, code = await self._run(locate_one, (job, digest, message))
         except TimeoutError:
             return []
@@ -225,6 +230,7 @@ class CompileRunner:
             self.max_bytes,
             self.limits,
             settle=self.settle,
+            max_files=self.max_files,
         )
         try:
             data, code = await self._run(self._target, (job,), self._started)

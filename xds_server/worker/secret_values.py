@@ -25,7 +25,7 @@ import os
 import stat
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from meshgate.config import GatewayConfig
 from meshgate.config.identity import SecretRef
 from meshgate.files import file_kind
+from meshgate.loader import LoadedConfig
 from meshgate.problems import ConfigError
 from meshgate.redact import show
 from meshgate.yaml_locate import Loc, positions
@@ -112,8 +113,40 @@ def read_secrets(
     """The value of every ``SecretRef`` in ``config`` by its key; :class:`ConfigError` with
     one located problem per secret that cannot be read. ``source`` is the config file (its
     directory anchors relative paths), ``text`` its content (to give lines and columns)."""
-    env = os.environ if environ is None else environ
     base = Path(source).parent
+
+    def located(failed: list[tuple[Loc, str]]) -> ConfigError:
+        where = positions(text, [loc for loc, _ in failed]) if text is not None else {}
+        return ConfigError([problem(source, loc, msg, where.get(loc)) for loc, msg in failed])
+
+    return _read(config, lambda loc: base, located, environ, max_bytes)
+
+
+def read_loaded_secrets(
+    loaded: LoadedConfig,
+    environ: Mapping[str, str] | None = None,
+    max_bytes: int = MAX_SECRET_BYTES,
+) -> dict[str, str]:
+    """:func:`read_secrets` for a loaded config, which may be split across files: a relative
+    ``file:`` is relative to the directory of the file that names it, and a problem is
+    placed in that file."""
+    origins = loaded.origins
+
+    def base(loc: Loc) -> Path:
+        index, _ = origins.origin(loc)
+        return Path(origins.files[index].path if index is not None else origins.root).parent
+
+    return _read(loaded.config, base, origins.problems, environ, max_bytes)
+
+
+def _read(
+    config: GatewayConfig,
+    base: Callable[[Loc], Path],
+    located: Callable[[list[tuple[Loc, str]]], ConfigError],
+    environ: Mapping[str, str] | None,
+    max_bytes: int,
+) -> dict[str, str]:
+    env = os.environ if environ is None else environ
     values: dict[str, str] = {}
     failed: list[tuple[Loc, str]] = []
     for loc, ref in secret_refs(config):
@@ -125,12 +158,11 @@ def read_secrets(
                 values[key] = read_env_secret(ref.env, env)
             else:
                 assert ref.file is not None
-                values[key] = read_file_secret(base / ref.file, max_bytes)
+                values[key] = read_file_secret(base(loc) / ref.file, max_bytes)
         except SecretReadError as exc:
             failed.append(((*loc, "env" if ref.env is not None else "file"), str(exc)))
     if failed:
-        where = positions(text, [loc for loc, _ in failed]) if text is not None else {}
-        raise ConfigError([problem(source, loc, msg, where.get(loc)) for loc, msg in failed])
+        raise located(failed)
     return values
 
 
@@ -214,6 +246,7 @@ __all__ = [
     "SecretReadError",
     "read_env_secret",
     "read_file_secret",
+    "read_loaded_secrets",
     "read_secrets",
     "secret_refs",
 ]

@@ -67,3 +67,25 @@ def test_config_limits_reach_the_control_plane_and_the_first_check(
     big.write_text((ROOT / "examples" / "quickstart.yaml").read_text())
     assert run_up(UpOptions(config=str(big), max_config_bytes=100)) == 1
     assert "more than the limit of 100 bytes" in capsys.readouterr().err
+
+
+def test_max_config_files_reaches_the_control_plane_and_the_first_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``meshgate up --config DIR``: the directory is checked first with ``up``'s limits, and
+    the control plane it starts gets the same ``--max-config-files``."""
+    opts = up_options(up_parser().parse_args(["--max-config-files", "7"]))
+    assert opts.max_config_files == 7
+    config = load_config(ROOT / "examples" / "quickstart.yaml").config
+    [plane] = needed_services(opts, "conf.d", config, [])
+    argv = plane.argv()
+    assert argv[argv.index("--max-config-files") + 1] == "7"
+    conf = tmp_path / "conf.d"
+    conf.mkdir()
+    for name in ("a.yaml", "b.yaml"):
+        (conf / name).write_text((ROOT / "examples" / "quickstart.yaml").read_text())
+    assert run_up(UpOptions(config=str(conf), max_config_files=1)) == 1
+    assert capsys.readouterr().err == (
+        f"error: {conf}: the config is made of more than 1 files (raise the limit with "
+        "--max-config-files)\n"
+    )

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from meshgate.config import Endpoint
-from meshgate.loader import load_config
+from meshgate.loader import ConfigError, load_config
 from xds_server.compiler import compile_snapshot
 from xds_server.sources.base import ConfigChanged
 from xds_server.sources.state import CompileInput
@@ -112,10 +112,10 @@ def test_a_loader_bug_is_reported_not_swallowed_and_never_quotes_its_text(
 
     secret = "APIKEY" + "SEKRET456"  # built, so the stack's source lines do not show it
 
-    def broken(text: str, source: str, limits: object) -> None:
+    def broken(files: object) -> None:
         raise RuntimeError(secret)
 
-    monkeypatch.setattr(job_module, "parse_config", broken)
+    monkeypatch.setattr(job_module, "parse_files", broken)
     outcome = run_job(CompileJob(write(tmp_path, "gw.yaml", GOOD)))
     assert isinstance(outcome, Rejected)
     [problem] = outcome.problems
@@ -421,3 +421,94 @@ def test_a_file_being_written_is_read_once_it_has_settled(tmp_path: Path) -> Non
     finally:
         writer.join()
     assert outcome.digest == job_module.digest_of(full)
+
+
+# -- a config split across files ---------------------------------------------------------------
+
+SERVICES = """services:
+  - name: api
+    endpoints: [{address: 127.0.0.1, port: 9000}]
+"""
+
+
+def test_a_directory_compiles_and_a_touch_is_unchanged_an_edit_is_not(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    listener = GOOD.split("services:")[0]
+    (conf / "a.yaml").write_text(listener)
+    (conf / "b.yaml").write_text(SERVICES)
+    first = run_job(CompileJob(str(conf)))
+    assert isinstance(first, Compiled)
+    assert first.labels == {"source": str(conf), "digest": first.digest}
+    assert {path for path, _ in first.watched} == {
+        str(conf),
+        str(conf / "a.yaml"),
+        str(conf / "b.yaml"),
+    }
+    os.utime(conf / "b.yaml")  # touched, same content
+    assert isinstance(run_job(CompileJob(str(conf), known_digest=first.digest)), Unchanged)
+    (conf / "b.yaml").write_text(SERVICES.replace("9000", "9001"))
+    edited = run_job(CompileJob(str(conf), known_digest=first.digest))
+    assert isinstance(edited, Compiled) and edited.digest != first.digest
+
+
+def test_a_broken_file_of_a_directory_is_rejected_in_its_own_name(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "a.yaml").write_text(GOOD)
+    (conf / "b.yaml").write_text("roles: [\n")
+    outcome = run_job(CompileJob(str(conf)))
+    assert isinstance(outcome, Rejected)
+    assert outcome.digest not in ("unreadable", "")  # the content is known: a content digest
+    [problem] = outcome.problems
+    assert (problem.file, problem.line) == (str(conf / "b.yaml"), 2)
+    os.mkfifo(conf / "c.yaml")
+    unreadable = run_job(CompileJob(str(conf)))
+    assert isinstance(unreadable, Rejected) and unreadable.digest == "unreadable"
+    assert [p.file for p in unreadable.problems] == [str(conf / "b.yaml"), str(conf / "c.yaml")]
+    assert str(conf / "c.yaml") in dict(unreadable.watched)  # fixed later: noticed
+
+
+def test_envoys_objection_is_located_in_the_file_of_a_directory(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "a.yaml").write_text(GOOD.split("services:")[0])
+    (conf / "b.yaml").write_text(SERVICES)
+    compiled = run_job(CompileJob(str(conf)))
+    assert isinstance(compiled, Compiled)
+    message = "Error adding/updating cluster(s) api: bad"
+    [problem] = locate_in_file(CompileJob(str(conf)), compiled.digest, message)
+    assert (problem.file, problem.path, problem.line) == (str(conf / "b.yaml"), "services[0]", 2)
+    (conf / "c.yaml").write_text("# new\n")  # another file since: nothing is certain
+    assert locate_in_file(CompileJob(str(conf)), compiled.digest, message) == []
+
+
+def test_a_secret_file_is_relative_to_the_file_that_names_it(tmp_path: Path) -> None:
+    """In a split config, ``file: hmac.key`` in ``conf/team/login.yaml`` is
+    ``conf/team/hmac.key``, and a missing one is reported in that file."""
+    from xds_server.worker.secret_values import read_loaded_secrets
+
+    conf = tmp_path / "conf"
+    team = conf / "team"
+    team.mkdir(parents=True)
+    (conf / "a.yaml").write_text("include: [team/login.yaml]\n" + GOOD)
+    (team / "login.yaml").write_text(
+        "logins:\n"
+        "  - name: staff\n"
+        "    provider: github\n"
+        "    client_id: abc\n"
+        "    client_secret: {file: client.secret}\n"
+        "    hmac_secret: {file: hmac.key}\n"
+    )
+    (team / "client.secret").write_text("s3cret\n")
+    loaded = load_config(conf)
+    with pytest.raises(ConfigError) as info:
+        read_loaded_secrets(loaded)
+    [missing] = info.value.problems
+    assert (missing.file, missing.line, missing.path) == (
+        str(team / "login.yaml"),
+        6,
+        "logins[0].hmac_secret.file",
+    )
+    (team / "hmac.key").write_text("k" * 32)
+    assert sorted(read_loaded_secrets(loaded).values()) == ["k" * 32, "s3cret"]

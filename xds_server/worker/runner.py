@@ -329,9 +329,28 @@ def _kill_fork_server() -> None:
     if isinstance(pid, int):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+        _await_death(pid)
     log.error(
         "the compile workers' fork server did not answer; killed", extra={"fields": {"pid": pid}}
     )
+
+
+def _await_death(pid: int, limit: float = 5.0) -> None:
+    """Wait (bounded) until the killed fork server is a zombie, without reaping it.
+
+    multiprocessing decides whether to start a new fork server with ``waitpid(WNOHANG)``; asked
+    while the SIGKILL is still on its way (a loaded machine), it finds the old one "alive",
+    connects to its dead socket and the next compile fails. ``WNOWAIT`` leaves the zombie for
+    multiprocessing to reap.
+    """
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.01)
 
 
 def _receive(conn: Connection) -> bytes | None:

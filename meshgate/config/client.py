@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from meshgate.redact import show
 
@@ -41,14 +41,30 @@ Cidr = Annotated[str, BeforeValidator(_check_cidr)]
 class ClientAddress(Model):
     """How the client address is found: the peer, or the address a trusted proxy saw.
 
-    ``trusted_hops: N``: the N right-most ``x-forwarded-for`` entries were added by proxies the
-    operator runs; the client is the entry before them. ``trusted_cidrs``: proxies are trusted by
-    their address instead (walking ``x-forwarded-for`` from the right while the hop is in
-    one of the CIDRs). Default: no proxy is trusted; the client is the socket peer.
+    ``trusted_hops: N``: N proxies the operator runs stand in front of Envoy, each appending the
+    address it was connected from to ``x-forwarded-for``; the N right-most entries are theirs,
+    and the client is the N-th entry from the right (Envoy's ``xff_num_trusted_hops``). Entries
+    further left were written by the client and are never believed. ``trusted_cidrs``: proxies
+    are trusted by their address instead: ``x-forwarded-for`` is read only when the socket peer
+    is in one of the CIDRs, and then from the right, skipping every entry in one of the CIDRs;
+    the first entry outside them is the client. Default: no proxy is trusted; the client is the
+    socket peer and ``x-forwarded-for`` is ignored.
     """
 
     trusted_hops: Annotated[int, Field(ge=0, le=16)] = 0
     trusted_cidrs: list[Cidr] = Field(default_factory=list)
+
+    @field_validator("trusted_cidrs")
+    @classmethod
+    def _not_everyone(cls, cidrs: list[str]) -> list[str]:
+        # A /0 makes every peer a trusted proxy: any client would choose its own address.
+        for cidr in cidrs:
+            if cidr.endswith("/0"):
+                raise ValueError(
+                    f"{show(cidr)} trusts every address as a proxy, so any client could choose "
+                    "its own address with x-forwarded-for; list only your proxies' networks"
+                )
+        return cidrs
 
     @model_validator(mode="after")
     def _one_way(self) -> ClientAddress:
@@ -61,7 +77,9 @@ class IpRules(Model):
     """Allow and deny lists of client addresses (CIDRs, IPv4 and IPv6).
 
     A client in ``deny`` is refused (403); with ``allow`` given, a client in none of its CIDRs
-    is refused too. Deny wins.
+    is refused too. Deny wins. Rules of a listener, a virtual host and a route all apply to a
+    request (each level can only narrow who comes in, never widen it). The client is the
+    listener's ``client_address``, never a raw ``x-forwarded-for``.
     """
 
     allow: list[Cidr] = Field(default_factory=list)

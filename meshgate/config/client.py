@@ -19,18 +19,27 @@ from .values import Model
 
 
 def _check_cidr(value: Any) -> Any:
-    """``10.0.0.0/8``, ``2001:db8::/32`` or a single address (a /32 or /128)."""
+    """``10.0.0.0/8``, ``2001:db8::/32`` or a single address (a /32 or /128).
+
+    Host bits set (``10.1.2.3/8``) are refused rather than masked: the operator meant either the
+    network or the one address, and guessing wrong opens or closes the wrong door.
+    """
     if isinstance(value, str):
         try:
             net = ipaddress.ip_network(value, strict=True)
-        except ValueError as exc:
-            hint = ""
+        except ValueError:
             try:
-                ipaddress.ip_network(value, strict=False)
-                hint = " (host bits are set: write the network address)"
+                loose = ipaddress.ip_network(value, strict=False)
             except ValueError:
-                pass
-            raise ValueError(f"invalid CIDR {show(value)}{hint}: {exc}") from None
+                raise ValueError(
+                    f"invalid CIDR {show(value)}: write an IPv4 or IPv6 network such as "
+                    "10.0.0.0/8 or 2001:db8::/32, or a single address"
+                ) from None
+            one = value.split("/", 1)[0]
+            raise ValueError(
+                f"invalid CIDR {show(value)}: host bits are set; write the network "
+                f"{loose.with_prefixlen}, or {one}/{loose.max_prefixlen} for the one address"
+            ) from None
         return net.with_prefixlen
     return value
 

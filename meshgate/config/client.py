@@ -17,6 +17,11 @@ from meshgate.redact import show
 
 from .values import Model
 
+#: Request headers with this prefix are the gateway's own: every client-sent one is removed
+#: before any filter runs (the compiler's ``client_headers`` feature), so upstreams can trust
+#: them. The compiler's ``identity_names.IDENTITY_HEADER_PREFIX`` is this one.
+GATEWAY_HEADER_PREFIX = "x-meshgate-"
+
 
 def _check_cidr(value: Any) -> Any:
     """``10.0.0.0/8``, ``2001:db8::/32`` or a single address (a /32 or /128).

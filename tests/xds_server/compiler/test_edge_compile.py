@@ -9,6 +9,7 @@ that the levels combine as documented: deny wins, each level's allow list narrow
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from typing import Any
 
@@ -25,13 +26,18 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.http.original_ip_detection.xff.v3 import xff_pb2
 
-from meshgate.loader import parse_config
+from meshgate.loader import ConfigError, parse_config
+from tests.paths import ROOT, TESTS
+from tests.test_docs_examples import examples
 from xds_server.compiler import compile_snapshot
 from xds_server.compiler.features.ip_rules import IP_DENIED_DETAILS, IP_DENY_POLICY
 from xds_server.compiler.identity_names import CLIENT_HEADERS_FILTER, IP_RBAC_FILTER
+from xds_server.publish.validation import ValidateModeValidator
 from xds_server.snapshot.snapshot import LISTENER, ROUTE
 
 ROUTER = "envoy.filters.http.router"
+GUIDE = ROOT / "docs" / "security.md"
+EXAMPLES = examples(GUIDE.read_text(encoding="utf-8"))
 
 
 def _config(
@@ -283,3 +289,38 @@ def test_only_deny_rules_let_everyone_else_in() -> None:
     rules = _per_filter(routes.virtual_hosts[0].routes[0])
     assert not _allowed(rules, "192.0.2.9")
     assert _allowed(rules, "198.51.100.1") and _allowed(rules, "::1")
+
+
+# --- the guide (docs/security.md) -------------------------------------------------------------
+
+
+def test_guide_error_samples_are_real() -> None:
+    """Each sample error line in the guide is the exact output of some invalid fixture."""
+    samples = [
+        line.replace("gateway.yaml", "{file}", 1)
+        for line in GUIDE.read_text(encoding="utf-8").splitlines()
+        if line.startswith("gateway.yaml")
+    ]
+    assert len(samples) >= 8
+    real = {
+        line
+        for path in (TESTS / "fixtures" / "invalid").glob("*.expected")
+        for line in path.read_text(encoding="utf-8").splitlines()
+    }
+    assert [s for s in samples if s not in real] == []
+
+
+def test_guide_has_examples() -> None:
+    assert len(EXAMPLES) >= 2
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("line", "text"), EXAMPLES, ids=[f"line{n}" for n, _ in EXAMPLES])
+def test_guide_example_is_accepted_by_envoy(line: int, text: str) -> None:
+    source = f"{GUIDE.name}:{line}"
+    try:
+        loaded = parse_config(text, source)
+    except ConfigError as exc:
+        pytest.fail(f"the example at {source} does not load:\n{exc}")
+    objections = asyncio.run(ValidateModeValidator().validate(compile_snapshot(loaded.config)))
+    assert objections == [], f"Envoy refuses the example at {source}"

@@ -125,6 +125,22 @@ SCENARIOS: dict[str, Scenario] = {
                 }
             ],
         ),
+        Scenario(
+            name="ip-rules",
+            path="/ip-rules",
+            description="plain plus an IP allow list (and a deny) the client passes (issue 8)",
+            routes=lambda: [
+                {
+                    "name": "ip-rules",
+                    "match": {"prefix": "/ip-rules"},
+                    "service": UPSTREAM_SERVICE,
+                    "ip_rules": {
+                        "allow": ["10.0.0.0/8", "192.168.0.0/16", "127.0.0.0/8", "2001:db8::/32"],
+                        "deny": ["127.0.0.2", "203.0.113.0/24"],
+                    },
+                }
+            ],
+        ),
         *[
             Scenario(
                 name=f"only-{name}",

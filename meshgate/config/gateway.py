@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from .client import ClientAddress, IpRules
 from .identity import Issuer, Login, Policy, Role
@@ -38,6 +38,20 @@ class Listener(Model):
     ip_rules: IpRules | None = Field(
         default=None, description="client addresses allowed or denied on every route"
     )
+
+    @field_validator("client_address")
+    @classmethod
+    def _fresh_ids_need_hops(cls, v: ClientAddress, info: ValidationInfo) -> ClientAddress:
+        # Trusting proxies by address is Envoy's original IP detection, which turns off
+        # use_remote_address; Envoy then keeps a client's x-request-id, so 'generate' would
+        # silently become 'preserve_or_generate'. Refused rather than promised and broken.
+        if v.trusted_cidrs and info.data.get("request_id") == "generate":
+            raise ValueError(
+                "'trusted_cidrs' cannot be used with 'request_id: generate' (with proxies "
+                "trusted by address Envoy keeps a client's x-request-id); use 'trusted_hops' "
+                "or 'request_id: preserve_or_generate'"
+            )
+        return v
 
 
 class DemoUpstream(Model):

@@ -9,7 +9,7 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, mo
 
 from meshgate.redact import show
 
-from .client import IpRules
+from .client import GATEWAY_HEADER_PREFIX, IpRules
 from .protection import Cors, SecurityHeaders, Size
 from .regex import Regex
 from .resilience import RetryPolicy
@@ -39,6 +39,19 @@ class HeaderMatch(Model):
     regex: Regex | None = None
     present: bool | None = None
     invert: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_gateway_header(cls, v: str) -> str:
+        # Envoy picks the route before any filter runs, so a match on x-meshgate-* would read
+        # the client's own copy, which the gateway removes only afterwards.
+        if v.lower().startswith(GATEWAY_HEADER_PREFIX):
+            raise ValueError(
+                f"routes cannot match on {show(v)}: Envoy chooses the route before the gateway "
+                f"removes client-sent {GATEWAY_HEADER_PREFIX}* headers, so the match would "
+                "read the client's value"
+            )
+        return v
 
     @model_validator(mode="after")
     def _one_matcher(self) -> HeaderMatch:

@@ -7,6 +7,8 @@ ext_authz service (later) read the same. Changing a name here changes it everywh
 
 from __future__ import annotations
 
+from meshgate.config.client import GATEWAY_HEADER_PREFIX
+
 #: Envoy's JWT filter (also the dynamic-metadata namespace its results are written under).
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 #: Removes every client-sent ``x-meshgate-*`` request header, first in every chain.
@@ -23,8 +25,9 @@ ALLOW_RBAC_FILTER = "envoy.filters.http.rbac.allow"
 #: Browser sign-in.
 OAUTH2_FILTER = "envoy.filters.http.oauth2"
 
-#: Every request header with this prefix that a client sends is removed before any filter.
-IDENTITY_HEADER_PREFIX = "x-meshgate-"
+#: Every request header with this prefix that a client sends is removed before any filter
+#: (spelled once, in the config model, which also refuses route matches on such headers).
+IDENTITY_HEADER_PREFIX = GATEWAY_HEADER_PREFIX
 SUBJECT_HEADER = "x-meshgate-subject"
 TENANT_HEADER = "x-meshgate-tenant"
 ROLES_HEADER = "x-meshgate-roles"

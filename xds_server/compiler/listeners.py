@@ -26,7 +26,9 @@ ACCESS_LOG_FORMAT: dict[str, str] = {
     "time": "%START_TIME%",
     "request_id": "%REQ(X-REQUEST-ID)%",
     "method": "%REQ(:METHOD)%",
-    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    # The path as the client sent it (before rewrites), without the query string: queries
+    # carry credentials (?access_token=, signed URLs) that must never reach a log.
+    "path": "%PATH(NQ:ORIG_OR_PATH)%",
     "authority": "%REQ(:AUTHORITY)%",
     "protocol": "%PROTOCOL%",
     "status": "%RESPONSE_CODE%",
@@ -43,7 +45,10 @@ ACCESS_LOG_FORMAT: dict[str, str] = {
     "upstream_ms": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
     "bytes_in": "%BYTES_RECEIVED%",
     "bytes_out": "%BYTES_SENT%",
+    # The client address as the listener's client_address settles it (the address IP rules
+    # judge), and the socket peer it came through (a trusted proxy, or the client itself).
     "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+    "peer": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%",
     "user_agent": "%REQ(USER-AGENT)%",
 }
 
@@ -136,8 +141,9 @@ def compile_listener(ctx: ListenerContext) -> listener_pb2.Listener:
         local_reply_config=local_reply_config(),
         always_set_request_id_in_response=True,
         preserve_external_request_id=listener.request_id == "preserve_or_generate",
-        # Edge defaults: the client address is the peer (not a spoofable XFF), paths are
-        # normalised before matching so /a/../b cannot sneak past a route.
+        # Edge defaults: the client address is the peer (not a spoofable XFF; trusted proxies
+        # are the client_address feature's), paths are normalised before matching so
+        # /a/../b cannot sneak past a route.
         use_remote_address=wrappers_pb2.BoolValue(value=True),
         normalize_path=wrappers_pb2.BoolValue(value=True),
         merge_slashes=True,

@@ -35,6 +35,7 @@ from xds_server.compiler.filters import (
     http_filter,
     position,
 )
+from xds_server.compiler.identity_names import CLIENT_HEADERS_FILTER
 from xds_server.snapshot.snapshot import (
     CLUSTER,
     LISTENER,
@@ -135,6 +136,7 @@ def test_a_family_row_keeps_its_features_order() -> None:
         ).config
     )
     assert _http_filters(snapshot) == [
+        CLIENT_HEADERS_FILTER,
         "envoy.filters.http.cors",
         "envoy.filters.http.compressor.zstd",
         "envoy.filters.http.compressor.gzip",
@@ -146,7 +148,11 @@ def test_a_family_row_keeps_its_features_order() -> None:
 
 
 def test_a_route_that_uses_no_feature_pays_for_no_filter() -> None:
-    assert _http_filters(compile_snapshot(_config())) == ["envoy.filters.http.router"]
+    # Nothing but the strip of client-sent x-meshgate-* headers, which every route needs.
+    assert _http_filters(compile_snapshot(_config())) == [
+        CLIENT_HEADERS_FILTER,
+        "envoy.filters.http.router",
+    ]
 
 
 # --- the seam's rules -------------------------------------------------------------------------
@@ -219,6 +225,7 @@ def test_a_feature_filter_without_a_row_is_refused() -> None:
 def test_a_feature_filter_goes_where_its_row_says() -> None:
     snapshot = compile_snapshot_with(_config(cors={"allow_origins": ["https://a.example"]}))
     assert _http_filters(snapshot) == [
+        CLIENT_HEADERS_FILTER,
         "envoy.filters.http.cors",
         EXT_AUTHZ,
         "envoy.filters.http.router",
@@ -292,7 +299,14 @@ def test_hooks_are_indexed_by_what_a_feature_overrides() -> None:
     features = Features.of(FEATURES)
     assert [f.name for f in features.patch_cluster] == ["resilience"]
     assert [f.name for f in features.expand_route] == ["traffic"]
-    assert [f.name for f in features.http_filters] == ["cors", "compression", "protection"]
+    assert [f.name for f in features.http_filters] == [
+        "cors",
+        "compression",
+        "protection",
+        "client_headers",
+        "ip_rules",
+    ]
+    assert [f.name for f in features.patch_hcm] == ["protection", "client_address", "ip_rules"]
     assert features.extra_resources == ()
 
 

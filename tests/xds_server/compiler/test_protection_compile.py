@@ -28,6 +28,7 @@ from xds_server.compiler import compile_snapshot
 from xds_server.compiler.features.compression import compressor_name
 from xds_server.compiler.features.protection import CACHE_STATUS_HEADER
 from xds_server.compiler.filters import BUFFER, CACHE, CORS, RESPONSE_HEADERS
+from xds_server.compiler.identity_names import CLIENT_HEADERS_FILTER
 from xds_server.publish.validation import ValidateModeValidator
 from xds_server.snapshot.snapshot import LISTENER, ROUTE
 
@@ -77,7 +78,8 @@ def _filters(hcm: hcm_pb2.HttpConnectionManager) -> list[tuple[str, bool]]:
 
 def test_no_filter_when_nothing_uses_one() -> None:
     hcm, routes = _compiled(_config())
-    assert _filters(hcm) == [("envoy.filters.http.router", False)]
+    # The x-meshgate-* strip is on every listener (client_headers.py), the only exception.
+    assert _filters(hcm) == [(CLIENT_HEADERS_FILTER, False), ("envoy.filters.http.router", False)]
     assert all(not r.typed_per_filter_config for r in routes)
 
 
@@ -90,6 +92,7 @@ def test_chain_order_and_which_filters_are_disabled() -> None:
     )
     hcm, _ = _compiled(text)
     assert _filters(hcm) == [
+        (CLIENT_HEADERS_FILTER, False),
         (CORS, True),
         (compressor_name("gzip"), False),
         (compressor_name("zstd"), False),

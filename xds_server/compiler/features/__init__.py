@@ -9,8 +9,11 @@ only where two features append to the same repeated field, which the goldens pin
 from __future__ import annotations
 
 from xds_server.compiler.feature import Feature
+from xds_server.compiler.features.client_address import ClientAddress
+from xds_server.compiler.features.client_headers import ClientHeaders
 from xds_server.compiler.features.compression import Compression
 from xds_server.compiler.features.cors import Cors
+from xds_server.compiler.features.ip_rules import IpRules
 from xds_server.compiler.features.protection import Protection
 from xds_server.compiler.features.resilience import Resilience
 from xds_server.compiler.features.traffic import Traffic
@@ -22,6 +25,9 @@ FEATURES: tuple[Feature, ...] = (
     Cors(),
     Compression(),
     Protection(),
+    ClientAddress(),
+    ClientHeaders(),
+    IpRules(),
 )
 
 __all__ = ["FEATURES"]

@@ -24,6 +24,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from meshgate.redact import show
 
+from .access import check_pattern
 from .traffic import HeaderName
 from .values import Duration, HttpMethod, Model, Name, exactly_one
 
@@ -73,6 +74,22 @@ def _check_claim(value: Any) -> Any:
 
 
 Claim = Annotated[str, BeforeValidator(_check_claim)]
+
+#: A path pattern (``/a/b``, ``/a/*/c``, ``/a/**``): see :mod:`meshgate.config.access`.
+PathPattern = Annotated[str, BeforeValidator(check_pattern)]
+
+
+def _check_claim_value(value: Any) -> Any:
+    if isinstance(value, str) and (not value or len(value) > 256 or re.search(r"\s", value)):
+        raise ValueError(
+            f"invalid role claim value {show(value)}: 1-256 characters without whitespace "
+            "(a 'scope' claim separates its values by spaces)"
+        )
+    return value
+
+
+#: A value a role claim may carry (a role name, a scope, a group).
+ClaimValue = Annotated[str, BeforeValidator(_check_claim_value)]
 
 
 def _one_or_more(value: Any) -> Any:
@@ -215,15 +232,23 @@ class Permission(Model):
     matches any rest (``/orders/**`` covers ``/orders`` and everything below it).
     """
 
-    paths: Annotated[list[Annotated[str, Field(pattern=r"^/")]], Field(min_length=1)]
+    paths: Annotated[list[PathPattern], Field(min_length=1)]
+    #: ``GET`` also covers ``HEAD`` (which servers answer like a ``GET`` without the body).
     methods: list[HttpMethod] = Field(default_factory=list)
 
 
 class Role(Model):
+    """A set of permissions that tokens grant by naming it in a role claim."""
+
     name: Name
     #: Roles whose permissions this one also has (flattened at compile time; no cycles).
     inherits: list[Name] = Field(default_factory=list)
     permissions: list[Permission] = Field(default_factory=list)
+    claim_values: list[ClaimValue] = Field(
+        default_factory=list,
+        description="values of the issuers' role claims that mean this role (a scope such as "
+        "'orders:read', a group such as 'Orders.Admin'); default: the role's name",
+    )
 
 
 class Rule(Model):
@@ -236,8 +261,12 @@ class Rule(Model):
     roles: list[Name] = Field(default_factory=list)
     subjects: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     authenticated: bool = False
-    paths: list[Annotated[str, Field(pattern=r"^/")]] = Field(default_factory=list)
+    paths: list[PathPattern] = Field(default_factory=list)
     methods: list[HttpMethod] = Field(default_factory=list)
+    shadow: bool = Field(
+        default=False,
+        description="deny rules only: enforce nothing, log whom the rule would have denied",
+    )
 
     @model_validator(mode="after")
     def _someone(self) -> Rule:
@@ -269,7 +298,10 @@ class Policy(Model):
     @model_validator(mode="after")
     def _credential(self) -> Policy:
         if not self.issuers:
-            raise ValueError("a policy needs at least one of 'issuers' (which credentials count)")
+            raise ValueError(
+                "a policy needs at least one issuer in 'issuers' (whose tokens count as "
+                "credentials)"
+            )
         return self
 
 

@@ -17,12 +17,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import BeforeValidator
 
 from meshgate.redact import show
 
 if TYPE_CHECKING:
     from .identity import Permission, Role
+    from .routes import Route, VirtualHost
 
 ONE_SEGMENT = "*"
 ANY_REST = "**"
@@ -116,6 +119,23 @@ def check_pattern(value: Any) -> Any:
     return value
 
 
+#: A path pattern in the config (``/a/b``, ``/a/*/c``, ``/a/**``), checked when loaded.
+PathPatternStr = Annotated[str, BeforeValidator(check_pattern)]
+
+
+def _check_claim_value(value: Any) -> Any:
+    if isinstance(value, str) and (not value or len(value) > 256 or re.search(r"\s", value)):
+        raise ValueError(
+            f"invalid role claim value {show(value)}: 1-256 characters without whitespace "
+            "(a 'scope' claim separates its values by spaces)"
+        )
+    return value
+
+
+#: A value a role claim may carry (a role name, a scope such as ``orders:read``, a group).
+ClaimValue = Annotated[str, BeforeValidator(_check_claim_value)]
+
+
 class RoleError(ValueError):
     """A role that does not exist, or inheritance that goes round in a circle."""
 
@@ -195,3 +215,13 @@ class RoleGraph:
 def claim_values(role: Role) -> Sequence[str]:
     """The values in a token's role claims that mean ``role``."""
     return role.claim_values or [role.name]
+
+
+def effective_policy(vhost: VirtualHost, route: Route) -> str | None:
+    """The name of the policy that applies to ``route``: its own, else its virtual host's,
+    none for a ``public`` route."""
+    if route.policy is not None:
+        return route.policy
+    if route.public:
+        return None
+    return vhost.policy

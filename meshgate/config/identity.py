@@ -24,7 +24,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from meshgate.redact import show
 
-from .access import check_pattern
+from .access import ClaimValue, PathPatternStr
 from .traffic import HeaderName
 from .values import Duration, HttpMethod, Model, Name, exactly_one
 
@@ -74,22 +74,6 @@ def _check_claim(value: Any) -> Any:
 
 
 Claim = Annotated[str, BeforeValidator(_check_claim)]
-
-#: A path pattern (``/a/b``, ``/a/*/c``, ``/a/**``): see :mod:`meshgate.config.access`.
-PathPattern = Annotated[str, BeforeValidator(check_pattern)]
-
-
-def _check_claim_value(value: Any) -> Any:
-    if isinstance(value, str) and (not value or len(value) > 256 or re.search(r"\s", value)):
-        raise ValueError(
-            f"invalid role claim value {show(value)}: 1-256 characters without whitespace "
-            "(a 'scope' claim separates its values by spaces)"
-        )
-    return value
-
-
-#: A value a role claim may carry (a role name, a scope, a group).
-ClaimValue = Annotated[str, BeforeValidator(_check_claim_value)]
 
 
 def _one_or_more(value: Any) -> Any:
@@ -232,7 +216,7 @@ class Permission(Model):
     matches any rest (``/orders/**`` covers ``/orders`` and everything below it).
     """
 
-    paths: Annotated[list[PathPattern], Field(min_length=1)]
+    paths: Annotated[list[PathPatternStr], Field(min_length=1)]
     #: ``GET`` also covers ``HEAD`` (which servers answer like a ``GET`` without the body).
     methods: list[HttpMethod] = Field(default_factory=list)
 
@@ -261,7 +245,7 @@ class Rule(Model):
     roles: list[Name] = Field(default_factory=list)
     subjects: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     authenticated: bool = False
-    paths: list[PathPattern] = Field(default_factory=list)
+    paths: list[PathPatternStr] = Field(default_factory=list)
     methods: list[HttpMethod] = Field(default_factory=list)
     shadow: bool = Field(
         default=False,

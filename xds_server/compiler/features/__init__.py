@@ -11,6 +11,7 @@ from __future__ import annotations
 from xds_server.compiler.feature import Feature
 from xds_server.compiler.features.compression import Compression
 from xds_server.compiler.features.cors import Cors
+from xds_server.compiler.features.policy import Policies
 from xds_server.compiler.features.protection import Protection
 from xds_server.compiler.features.resilience import Resilience
 from xds_server.compiler.features.traffic import Traffic
@@ -22,6 +23,9 @@ FEATURES: tuple[Feature, ...] = (
     Cors(),
     Compression(),
     Protection(),
+    # Last: its expand_route turns a route whose policy is unavailable into a 503, after
+    # every other feature has had its say about the route.
+    Policies(),
 )
 
 __all__ = ["FEATURES"]

@@ -23,6 +23,8 @@ from pydantic import BeforeValidator
 
 from meshgate.redact import show
 
+from .regex import ENVOY_MAX_PROGRAM_SIZE, compile_re2
+
 if TYPE_CHECKING:
     from .identity import Permission, Role
     from .routes import Route, VirtualHost
@@ -49,6 +51,14 @@ class PathPattern:
     def base(self) -> str:
         """The pattern without its ``/**`` (``""`` for ``/**`` itself)."""
         return "".join(f"/{s}" for s in self.segments)
+
+    def regex(self, ignore_case: bool = False) -> str:
+        """The RE2 regex (matched against the whole path) that means this pattern; needed
+        only for a pattern with ``*`` segments (the others are exact and prefix matches)."""
+        body = "".join("/[^/]+" if s == ONE_SEGMENT else f"/{re.escape(s)}" for s in self.segments)
+        if self.rest:
+            body += "(?:/.*)?"
+        return f"(?i){body}" if ignore_case else body
 
     def matches(self, path: str, case_sensitive: bool = True) -> bool:
         """Whether the (normalised, query-less) ``path`` is one this pattern means."""
@@ -109,7 +119,18 @@ def parse_pattern(text: str) -> PathPattern:
                 f"invalid path pattern {show(text)}: '*' stands for one whole segment (as in "
                 f"'/orders/*/items'); it cannot be part of one ({show(segment)})"
             )
-    return PathPattern(text, tuple(segments), rest)
+    pattern = PathPattern(text, tuple(segments), rest)
+    if pattern.has_wildcard:
+        # Case-insensitive routes use the (?i) form, the larger of the two.
+        size = compile_re2(pattern.regex(ignore_case=True))._regexp.ProgramSize()
+        if size > ENVOY_MAX_PROGRAM_SIZE:
+            raise ValueError(
+                f"invalid path pattern {show(text)}: too long for a pattern with '*' (Envoy "
+                f"matches it with a regex whose RE2 program size would be {size}, more than "
+                f"its limit of {ENVOY_MAX_PROGRAM_SIZE}); end it earlier with '/**', or list "
+                "the paths the '*' stands for"
+            )
+    return pattern
 
 
 def check_pattern(value: Any) -> Any:

@@ -17,14 +17,13 @@ issuer's key (``identity_names.payload_key``); a role claim may be a list (``rol
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
 
-from meshgate.config.access import ONE_SEGMENT, PathPattern, parse_pattern
+from meshgate.config.access import PathPattern, parse_pattern
 from meshgate.config.identity import Issuer
 from xds_server.compiler.identity_names import JWT_FILTER, payload_key
 
@@ -39,7 +38,12 @@ IMPLIED_METHODS = {"GET": "HEAD"}
 def path_matchers(pattern: PathPattern, ignore_case: bool) -> list[string_pb2.StringMatcher]:
     """String matchers on the request path that together (any of them) mean ``pattern``."""
     if pattern.has_wildcard:
-        return [_regex(pattern_regex(pattern), ignore_case)]
+        # ``ignore_case`` has no effect on a regex matcher: the flag is in the regex itself.
+        return [
+            string_pb2.StringMatcher(
+                safe_regex=regex_pb2.RegexMatcher(regex=pattern.regex(ignore_case))
+            )
+        ]
     base = pattern.base()
     if not pattern.rest:
         return [string_pb2.StringMatcher(exact=base, ignore_case=ignore_case)]
@@ -49,19 +53,6 @@ def path_matchers(pattern: PathPattern, ignore_case: bool) -> list[string_pb2.St
         string_pb2.StringMatcher(exact=base, ignore_case=ignore_case),
         string_pb2.StringMatcher(prefix=f"{base}/", ignore_case=ignore_case),
     ]
-
-
-def pattern_regex(pattern: PathPattern) -> str:
-    """The RE2 regex (matched against the whole path) for a pattern with ``*`` segments."""
-    body = "".join("/[^/]+" if s == ONE_SEGMENT else f"/{re.escape(s)}" for s in pattern.segments)
-    return f"{body}(?:/.*)?" if pattern.rest else body
-
-
-def _regex(regex: str, ignore_case: bool) -> string_pb2.StringMatcher:
-    # ``ignore_case`` has no effect on a regex matcher: the flag goes into the regex itself.
-    return string_pb2.StringMatcher(
-        safe_regex=regex_pb2.RegexMatcher(regex=f"(?i){regex}" if ignore_case else regex)
-    )
 
 
 def any_of(permissions: Sequence[rbac_pb2.Permission]) -> rbac_pb2.Permission:
@@ -145,33 +136,36 @@ def any_id(principals: Sequence[rbac_pb2.Principal]) -> rbac_pb2.Principal:
     return rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=principals))
 
 
-def _alternatives(values: Sequence[str]) -> str:
-    return "|".join(re.escape(v) for v in values)
+def _one_of(matchers: Sequence[value_pb2.ValueMatcher]) -> value_pb2.ValueMatcher:
+    if len(matchers) == 1:
+        return matchers[0]
+    return value_pb2.ValueMatcher(or_match=value_pb2.OrMatcher(value_matchers=matchers))
+
+
+def _string(**match: str) -> value_pb2.ValueMatcher:
+    return value_pb2.ValueMatcher(string_match=string_pb2.StringMatcher(**match))
 
 
 def claim_value_matcher(values: Sequence[str]) -> value_pb2.ValueMatcher:
     """A claim that is, or contains, one of ``values``: a list with one of them as an element,
-    or a string that is one of them or has one as a space-separated word (``scope``)."""
-    if len(values) == 1:
-        element = string_pb2.StringMatcher(exact=values[0])
-    else:
-        element = string_pb2.StringMatcher(
-            safe_regex=regex_pb2.RegexMatcher(regex=f"(?:{_alternatives(values)})")
+    or a string that is one of them or has one as a space-separated word (``scope``).
+
+    Plain string matchers, no regex: Envoy refuses regexes above a small program size, which
+    a long list of role values would reach.
+    """
+    words = [
+        _string(**{kind: text})
+        for value in values
+        for kind, text in (
+            ("exact", value),
+            ("prefix", f"{value} "),
+            ("suffix", f" {value}"),
+            ("contains", f" {value} "),
         )
-    word = string_pb2.StringMatcher(
-        safe_regex=regex_pb2.RegexMatcher(regex=f"(?:.* )?(?:{_alternatives(values)})(?: .*)?")
-    )
-    return value_pb2.ValueMatcher(
-        or_match=value_pb2.OrMatcher(
-            value_matchers=[
-                value_pb2.ValueMatcher(
-                    list_match=value_pb2.ListMatcher(
-                        one_of=value_pb2.ValueMatcher(string_match=element)
-                    )
-                ),
-                value_pb2.ValueMatcher(string_match=word),
-            ]
-        )
+    ]
+    element = _one_of([_string(exact=value) for value in values])
+    return _one_of(
+        [value_pb2.ValueMatcher(list_match=value_pb2.ListMatcher(one_of=element)), *words]
     )
 
 

@@ -378,6 +378,8 @@ def test_shadow_policy_allows_and_logs_whom_it_would_deny(gw: Gateway) -> None:
             "policy:reports:deny:0",
         ),
     ]
+    counter = "http.public.rbac.policy_allow_.shadow_denied"
+    before = gw.envoy.stats(counter).get(counter, 0)
     for token, path, allow, grant, deny, rule in cases:
         status, headers, body = gw.request("GET", path, token)
         assert status == 200 and json.loads(body)["upstream"] == "orders", path
@@ -390,6 +392,8 @@ def test_shadow_policy_allows_and_logs_whom_it_would_deny(gw: Gateway) -> None:
             line["shadow_deny_rule"],
         )
         assert got == (allow, grant, deny, rule), (path, token is None)
+    # Envoy counts what the shadow grants would have refused, per listener.
+    assert gw.envoy.stats(counter)[counter] - before == 2
 
 
 def test_shadow_deny_rule_in_enforcing_policy(gw: Gateway) -> None:

@@ -291,8 +291,13 @@ def test_duplicate_feature_names() -> None:
 def test_hooks_are_indexed_by_what_a_feature_overrides() -> None:
     features = Features.of(FEATURES)
     assert [f.name for f in features.patch_cluster] == ["resilience"]
-    assert [f.name for f in features.expand_route] == ["traffic"]
-    assert [f.name for f in features.http_filters] == ["cors", "compression", "protection"]
+    assert [f.name for f in features.expand_route] == ["traffic", "policy"]
+    assert [f.name for f in features.http_filters] == [
+        "cors",
+        "compression",
+        "protection",
+        "policy",
+    ]
     assert features.extra_resources == ()
 
 

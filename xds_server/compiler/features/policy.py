@@ -210,10 +210,14 @@ class Policies(Feature):
         uses = _uses(ctx)
         out = []
         if uses.deny:
-            base = rbac_filter_pb2.RBAC(rules_stat_prefix=DENY_RBAC_PREFIX)
+            base = rbac_filter_pb2.RBAC(
+                rules_stat_prefix=DENY_RBAC_PREFIX, shadow_rules_stat_prefix=DENY_RBAC_PREFIX
+            )
             out.append(http_filter(DENY_RBAC_FILTER, base, disabled=True))
         if uses.allow:
-            base = rbac_filter_pb2.RBAC(rules_stat_prefix=ALLOW_RBAC_PREFIX)
+            base = rbac_filter_pb2.RBAC(
+                rules_stat_prefix=ALLOW_RBAC_PREFIX, shadow_rules_stat_prefix=ALLOW_RBAC_PREFIX
+            )
             out.append(http_filter(ALLOW_RBAC_FILTER, base, disabled=True))
         return out
 

@@ -7,9 +7,12 @@ tests (``tests/integration/test_policy.py``) check that Envoy agrees with the sa
 
 from __future__ import annotations
 
+import asyncio
+import re
 from typing import Any
 
 import pytest
+from envoy.config.listener.v3 import listener_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
@@ -23,9 +26,12 @@ from meshgate.config import GatewayConfig, reference_errors
 from meshgate.config.access import RoleGraph, parse_pattern
 from meshgate.config.identity import Rule
 from meshgate.config.regex import check_regex
+from meshgate.loader import parse_config
 from tests.meshgate.test_access import PATTERNS
+from tests.paths import ROOT, TESTS
 from tests.support import rbac_eval
-from xds_server.compiler import compile_resources
+from tests.test_docs_examples import examples
+from xds_server.compiler import compile_resources, compile_snapshot
 from xds_server.compiler.features import policy as policy_feature
 from xds_server.compiler.identity_names import (
     ALLOW_RBAC_FILTER,
@@ -39,6 +45,7 @@ from xds_server.compiler.policy_matchers import (
     paths_permission,
 )
 from xds_server.compiler.policy_rules import PolicyError, PolicyRules, compile_policy
+from xds_server.publish.validation import ValidateModeValidator
 from xds_server.snapshot.snapshot import LISTENER, ROUTE, Resource
 
 # --- requests ---------------------------------------------------------------------------------
@@ -428,6 +435,7 @@ def _resources(
     resources = compile_resources(config)
     by_type: dict[str, Resource] = {r.type_url: r for r in resources if r.name == "public"}
     listener = by_type[LISTENER].unpack()
+    assert isinstance(listener, listener_pb2.Listener)
     hcm = hcm_pb2.HttpConnectionManager()
     listener.filter_chains[0].filters[0].typed_config.Unpack(hcm)
     routes = by_type[ROUTE].unpack()
@@ -552,7 +560,7 @@ def test_missing_or_broken_policy_compiles_to_503_never_open() -> None:
 
 def test_one_compile_per_policy_and_case(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, bool]] = []
-    real = policy_feature.compile_policy
+    real = compile_policy
 
     def counting(config: GatewayConfig, graph: RoleGraph, policy: Any, ignore_case: bool) -> Any:
         calls.append((policy.name, ignore_case))
@@ -575,3 +583,47 @@ def test_role_claim_regexes_fit_envoy() -> None:
     matcher = claim_value_matcher(many)
     assert _regexes(matcher) == []
     assert rbac_eval.value_matches(matcher, "openid role-39-with-a-long-name")
+
+
+# --- the guide (docs/security.md, its policy sections) ------------------------------------------
+
+GUIDE = ROOT / "docs" / "security.md"
+SECTIONS = ("## Roles and policies", "## Dry run")
+
+
+def _guide_sections() -> str:
+    text = GUIDE.read_text(encoding="utf-8")
+    parts = re.split(r"^(?=## )", text, flags=re.MULTILINE)
+    return "".join(p for p in parts if p.startswith(SECTIONS))
+
+
+GUIDE_EXAMPLES = examples(_guide_sections())
+
+
+def test_guide_has_examples_and_real_error_samples() -> None:
+    assert len(GUIDE_EXAMPLES) >= 2
+    samples = [
+        line.replace("gateway.yaml", "{file}", 1)
+        for line in _guide_sections().splitlines()
+        if line.startswith("gateway.yaml")
+    ]
+    assert len(samples) >= 6
+    real = {
+        line
+        for path in (TESTS / "fixtures" / "invalid").glob("policy_*.expected")
+        for line in path.read_text(encoding="utf-8").splitlines()
+    }
+    assert [s for s in samples if s not in real] == []
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("line", "text"), GUIDE_EXAMPLES, ids=[f"example{n}" for n, _ in GUIDE_EXAMPLES]
+)
+def test_guide_example_is_accepted_by_envoy(line: int, text: str) -> None:
+    loaded = parse_config(text, f"{GUIDE.name} example {line}")
+    assert any(
+        r.policy or vh.policy for vh in loaded.config.listeners[0].virtual_hosts for r in vh.routes
+    )
+    objections = asyncio.run(ValidateModeValidator().validate(compile_snapshot(loaded.config)))
+    assert objections == []

@@ -24,6 +24,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from meshgate.redact import show
 
+from .access import ClaimValue, PathPatternStr
 from .traffic import HeaderName
 from .values import Duration, HttpMethod, Model, Name, exactly_one
 
@@ -215,15 +216,23 @@ class Permission(Model):
     matches any rest (``/orders/**`` covers ``/orders`` and everything below it).
     """
 
-    paths: Annotated[list[Annotated[str, Field(pattern=r"^/")]], Field(min_length=1)]
+    paths: Annotated[list[PathPatternStr], Field(min_length=1)]
+    #: ``GET`` also covers ``HEAD`` (which servers answer like a ``GET`` without the body).
     methods: list[HttpMethod] = Field(default_factory=list)
 
 
 class Role(Model):
+    """A set of permissions that tokens grant by naming it in a role claim."""
+
     name: Name
     #: Roles whose permissions this one also has (flattened at compile time; no cycles).
     inherits: list[Name] = Field(default_factory=list)
     permissions: list[Permission] = Field(default_factory=list)
+    claim_values: list[ClaimValue] = Field(
+        default_factory=list,
+        description="values of the issuers' role claims that mean this role (a scope such as "
+        "'orders:read', a group such as 'Orders.Admin'); default: the role's name",
+    )
 
 
 class Rule(Model):
@@ -236,8 +245,12 @@ class Rule(Model):
     roles: list[Name] = Field(default_factory=list)
     subjects: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     authenticated: bool = False
-    paths: list[Annotated[str, Field(pattern=r"^/")]] = Field(default_factory=list)
+    paths: list[PathPatternStr] = Field(default_factory=list)
     methods: list[HttpMethod] = Field(default_factory=list)
+    shadow: bool = Field(
+        default=False,
+        description="deny rules only: enforce nothing, log whom the rule would have denied",
+    )
 
     @model_validator(mode="after")
     def _someone(self) -> Rule:
@@ -269,7 +282,10 @@ class Policy(Model):
     @model_validator(mode="after")
     def _credential(self) -> Policy:
         if not self.issuers:
-            raise ValueError("a policy needs at least one of 'issuers' (which credentials count)")
+            raise ValueError(
+                "a policy needs at least one issuer in 'issuers' (whose tokens count as "
+                "credentials)"
+            )
         return self
 
 

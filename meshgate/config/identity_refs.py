@@ -11,8 +11,11 @@ from typing import TYPE_CHECKING
 
 from meshgate.redact import show
 
+from .access import RoleError, RoleGraph
+
 if TYPE_CHECKING:
     from .gateway import GatewayConfig
+    from .identity import Policy
     from .references import Issue
     from .routes import Route, VirtualHost
 
@@ -32,7 +35,8 @@ def _unknown(kind: str, name: str, defined: list[str], path: Path) -> Issue:
 
 
 def identity_issues(config: GatewayConfig) -> list[Issue]:
-    """Every unknown issuer/role reference and every role inheritance cycle."""
+    """Every unknown issuer/role reference, every role inheritance cycle and every grant
+    that cannot mean anything."""
     issues: list[Issue] = []
     issuers = [i.name for i in config.issuers]
     roles = [r.name for r in config.roles]
@@ -41,6 +45,7 @@ def identity_issues(config: GatewayConfig) -> list[Issue]:
             if config.role(parent) is None:
                 issues.append(_unknown("role", parent, roles, ("roles", ri, "inherits", ii)))
     issues += role_cycles(config)
+    graph = RoleGraph.of(config.roles)
     for pi, policy in enumerate(config.policies):
         for ii, issuer in enumerate(policy.issuers):
             if config.issuer(issuer) is None:
@@ -54,6 +59,43 @@ def identity_issues(config: GatewayConfig) -> list[Issue]:
                     if config.role(role_name) is None:
                         path: Path = ("policies", pi, kind, ri, "roles", ii)
                         issues.append(_unknown("role", role_name, roles, path))
+        issues += grant_issues(graph, policy, ("policies", pi))
+    return issues
+
+
+def _grants_nothing(graph: RoleGraph, name: str) -> bool:
+    """A known, acyclic role without a permission of its own or inherited (an unknown or
+    cyclic role is reported by the checks above, not again here)."""
+    try:
+        return not graph.permissions(name)
+    except RoleError:
+        return False
+
+
+def grant_issues(graph: RoleGraph, policy: Policy, path: Path) -> list[Issue]:
+    """Grants that cannot mean anything: a granted role without permissions, an allow rule in
+    shadow mode (only a deny rule can be tried out: see the docs' dry run)."""
+    issues: list[Issue] = []
+    why = (
+        "has no permissions, of its own or inherited, so granting it allows nothing; give the "
+        "role 'permissions', or name 'paths' in an 'allow' rule"
+    )
+    for ii, name in enumerate(policy.roles):
+        if _grants_nothing(graph, name):
+            issues.append(((*path, "roles", ii), f"role {show(name)} {why}"))
+    for ri, rule in enumerate(policy.allow):
+        if rule.shadow:
+            issues.append(
+                (
+                    (*path, "allow", ri, "shadow"),
+                    "only 'deny' rules can be in shadow; to try out a whole policy, set its "
+                    "'mode: shadow'",
+                )
+            )
+        if not rule.paths:
+            for ii, name in enumerate(rule.roles):
+                if _grants_nothing(graph, name):
+                    issues.append(((*path, "allow", ri, "roles", ii), f"role {show(name)} {why}"))
     return issues
 
 
@@ -75,11 +117,18 @@ def role_cycles(config: GatewayConfig) -> list[Issue]:
                     cycle = frozenset(trail)
                     if cycle not in reported:
                         reported.add(cycle)
-                        ri = index[start.name]
-                        ii = role.inherits.index(parent) if name == start.name else 0
-                        where: Path = ("roles", ri, "inherits", ii)
+                        # Point at the start's own 'inherits' entry that leads into the cycle.
+                        first = trail[1] if len(trail) > 1 else parent
+                        where: Path = ("roles", index[start.name], "inherits")
+                        where += (start.inherits.index(first),)
                         chain = " -> ".join([*trail, parent])
-                        issues.append((where, f"role inheritance cycle: {chain}"))
+                        issues.append(
+                            (
+                                where,
+                                f"role inheritance cycle: {chain} (a role cannot inherit "
+                                "itself, directly or through other roles)",
+                            )
+                        )
                 elif parent not in seen:
                     seen.add(parent)
                     stack.append((parent, [*trail, parent]))

@@ -48,3 +48,17 @@ def header_key(issuer: str) -> str:
 def provider_name(issuer: str) -> str:
     """The jwt_authn provider (and requirement) name of an issuer."""
     return issuer
+
+
+#: Route metadata namespace naming a route's policy (``policy``, ``mode``: ``enforce``,
+#: ``shadow`` or ``unavailable``): the access log reads it, and the 503 reply of a route whose
+#: policy is unavailable is recognised by it.
+POLICY_METADATA = "meshgate.policy"
+#: Envoy writes every RBAC filter's results into this one dynamic-metadata namespace (whatever
+#: the filter's name), each key prefixed by the filter's ``rules_stat_prefix``.
+RBAC_METADATA = "envoy.filters.http.rbac"
+#: ``rules_stat_prefix`` (and ``shadow_rules_stat_prefix``) of the deny and the allow filter:
+#: their results are ``policy_deny_shadow_engine_result`` and so on, and their stats
+#: ``http.<listener>.rbac.policy_deny_...``.
+DENY_RBAC_PREFIX = "policy_deny_"
+ALLOW_RBAC_PREFIX = "policy_allow_"

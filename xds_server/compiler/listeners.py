@@ -19,6 +19,12 @@ from google.protobuf import wrappers_pb2
 
 from xds_server.compiler.context import ListenerContext
 from xds_server.compiler.filters import http_filter_chain
+from xds_server.compiler.identity_names import (
+    ALLOW_RBAC_PREFIX,
+    DENY_RBAC_PREFIX,
+    POLICY_METADATA,
+    RBAC_METADATA,
+)
 from xds_server.compiler.protos import ADS, json_format_string, pack, struct
 
 #: Fields of every access-log line (Envoy substitution formatter, JSON typed output).
@@ -50,6 +56,22 @@ ACCESS_LOG_FORMAT: dict[str, str] = {
     "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
     "peer": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%",
     "user_agent": "%REQ(USER-AGENT)%",
+    # The route's access policy and its mode (enforce, shadow, unavailable), and what the
+    # policy's rules in shadow would have decided (docs/security.md, "Dry run"): "denied" in
+    # shadow_deny names the deny rule (shadow_deny_rule); "denied" in shadow_allow means no
+    # grant would have let the request through, "allowed" names the grant (shadow_grant).
+    "policy": f"%METADATA(ROUTE:{POLICY_METADATA}:policy)%",
+    "policy_mode": f"%METADATA(ROUTE:{POLICY_METADATA}:mode)%",
+    "shadow_deny": f"%DYNAMIC_METADATA({RBAC_METADATA}:{DENY_RBAC_PREFIX}shadow_engine_result)%",
+    "shadow_deny_rule": (
+        f"%DYNAMIC_METADATA({RBAC_METADATA}:{DENY_RBAC_PREFIX}shadow_effective_policy_id)%"
+    ),
+    "shadow_allow": (
+        f"%DYNAMIC_METADATA({RBAC_METADATA}:{ALLOW_RBAC_PREFIX}shadow_engine_result)%"
+    ),
+    "shadow_grant": (
+        f"%DYNAMIC_METADATA({RBAC_METADATA}:{ALLOW_RBAC_PREFIX}shadow_effective_policy_id)%"
+    ),
 }
 
 #: Local replies that Envoy generates itself (response flag set) get a JSON body; the message

@@ -298,15 +298,21 @@ def test_duplicate_feature_names() -> None:
 def test_hooks_are_indexed_by_what_a_feature_overrides() -> None:
     features = Features.of(FEATURES)
     assert [f.name for f in features.patch_cluster] == ["resilience"]
-    assert [f.name for f in features.expand_route] == ["traffic"]
+    assert [f.name for f in features.expand_route] == ["traffic", "policy"]
     assert [f.name for f in features.http_filters] == [
         "cors",
         "compression",
         "protection",
         "client_headers",
         "ip_rules",
+        "policy",
     ]
-    assert [f.name for f in features.patch_hcm] == ["protection", "client_address", "ip_rules"]
+    assert [f.name for f in features.patch_hcm] == [
+        "protection",
+        "client_address",
+        "ip_rules",
+        "policy",
+    ]
     assert features.extra_resources == ()
 
 

@@ -14,6 +14,7 @@ from xds_server.compiler.features.client_headers import ClientHeaders
 from xds_server.compiler.features.compression import Compression
 from xds_server.compiler.features.cors import Cors
 from xds_server.compiler.features.ip_rules import IpRules
+from xds_server.compiler.features.jwt import Jwt
 from xds_server.compiler.features.protection import Protection
 from xds_server.compiler.features.resilience import Resilience
 from xds_server.compiler.features.traffic import Traffic
@@ -28,6 +29,7 @@ FEATURES: tuple[Feature, ...] = (
     ClientAddress(),
     ClientHeaders(),
     IpRules(),
+    Jwt(),
 )
 
 __all__ = ["FEATURES"]

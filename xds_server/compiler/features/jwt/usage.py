@@ -1,0 +1,50 @@
+"""Which policies and issuers a listener's routes use: what its JWT filter must contain.
+
+A route's *effective policy* is its own ``policy``, else its virtual host's, unless the route
+is ``public: true``. Only issuers that some effective policy of the listener names become
+providers of its filter, and only those policies become requirements, so a listener whose
+routes name no policy gets no JWT filter at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meshgate.config import GatewayConfig, Listener, Route, VirtualHost
+from meshgate.config.identity import Issuer, Policy
+
+
+def effective_policy(vhost: VirtualHost, route: Route) -> str | None:
+    """The name of the policy that applies to ``route`` (None: the route is open)."""
+    if route.public:
+        return None
+    return route.policy if route.policy is not None else vhost.policy
+
+
+@dataclass(frozen=True)
+class JwtUsage:
+    """The policies a listener's routes apply and the issuers those accept, each once, in
+    the order the config first names them (so the output is stable)."""
+
+    policies: tuple[Policy, ...]
+    issuers: tuple[Issuer, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.policies)
+
+
+def listener_usage(config: GatewayConfig, listener: Listener) -> JwtUsage:
+    policies: dict[str, Policy] = {}
+    for vhost in listener.virtual_hosts:
+        names = {effective_policy(vhost, route) for route in vhost.routes}
+        for name in sorted(n for n in names if n is not None):
+            policy = config.policy(name)
+            if policy is not None:  # reference_errors() rules an unknown name out
+                policies.setdefault(name, policy)
+    issuers: dict[str, Issuer] = {}
+    for policy in policies.values():
+        for name in policy.issuers:
+            issuer = config.issuer(name)
+            if issuer is not None:
+                issuers.setdefault(name, issuer)
+    return JwtUsage(tuple(policies.values()), tuple(issuers.values()))

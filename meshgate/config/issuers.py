@@ -114,6 +114,24 @@ def _one_or_more(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+def _check_algorithm(value: Any) -> Any:
+    if isinstance(value, str) and value not in JWT_ALGORITHMS:
+        public = [a for a in JWT_ALGORITHMS if a not in HMAC_ALGORITHMS]
+        raise ValueError(
+            f"unknown signature algorithm {show(value)}: use {', '.join(public)} (the names are "
+            "case-sensitive; 'none' is never accepted)"
+        )
+    return value
+
+
+def _check_url(value: Any) -> Any:
+    if isinstance(value, str) and re.match(r"^https?://[^\s/?#]+[^\s]*$", value) is None:
+        raise ValueError(
+            f"invalid JWKS URL {show(value)}: an http:// or https:// URL with a host, no spaces"
+        )
+    return value
+
+
 class Jwks(Model):
     """Where an issuer's signing keys come from, and how long a fetched set stays usable.
 
@@ -122,7 +140,7 @@ class Jwks(Model):
     provider is down, up to ``max_stale``.
     """
 
-    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$")] | None = None
+    url: Annotated[str, BeforeValidator(_check_url)] | None = None
     file: Annotated[str, Field(min_length=1)] | None = None
     #: A JWKS document (the JSON text, or the same structure in YAML).
     inline: str | dict[str, Any] | None = None
@@ -213,7 +231,9 @@ class Issuer(Model):
         Field(min_length=1),
         BeforeValidator(_one_or_more),
     ]
-    algorithms: Annotated[list[JwtAlgorithm], Field(min_length=1)] = Field(
+    algorithms: Annotated[
+        list[Annotated[JwtAlgorithm, BeforeValidator(_check_algorithm)]], Field(min_length=1)
+    ] = Field(
         default_factory=_default_algorithms,
         description="signature algorithms accepted from this issuer; any other is refused",
     )

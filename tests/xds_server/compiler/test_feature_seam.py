@@ -305,8 +305,14 @@ def test_hooks_are_indexed_by_what_a_feature_overrides() -> None:
         "protection",
         "client_headers",
         "ip_rules",
+        "jwt",
     ]
-    assert [f.name for f in features.patch_hcm] == ["protection", "client_address", "ip_rules"]
+    assert [f.name for f in features.patch_hcm] == [
+        "protection",
+        "client_address",
+        "ip_rules",
+        "jwt",
+    ]
     assert features.extra_resources == ()
 
 

@@ -16,6 +16,7 @@ changes only that function and adds the extension config resource.
 
 from __future__ import annotations
 
+from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -80,7 +81,10 @@ class Jwt(Feature):
         out.request_headers_to_add.extend(headers)
 
 
-def _headers(ctx: ListenerContext, policy: str) -> tuple[list[str], list[object]]:
+def _headers(
+    ctx: ListenerContext, policy: str
+) -> tuple[list[str], list[base_pb2.HeaderValueOption]]:
+    """The identity headers of a policy's routes: computed once per compile."""
     found = ctx.config.policy(policy)
     issuers = [i for n in (found.issuers if found else []) if (i := ctx.config.issuer(n))]
-    return header_names(issuers), list(identity_headers(issuers))
+    return header_names(issuers), identity_headers(issuers)

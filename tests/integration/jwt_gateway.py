@@ -145,6 +145,14 @@ class JwtGateway:
     envoy: Envoy
     control_plane: ControlPlane
     idp: Idp
+    config_path: Path
+    #: The port of the JWKS URL nobody serves (issuer ``ghost``).
+    ghost_port: int
+
+    def rewrite(self, idp: Idp) -> None:
+        """The same gateway with ``idp``'s keys (a key rotation, as operators deploy it)."""
+        config = gateway_config(idp, self.client.port, self.upstream.port, self.ghost_port)
+        write_config(self.config_path, config)
 
     def seen(self, path: str) -> list[Seen]:
         return self.upstream.requests(path)
@@ -163,13 +171,14 @@ def start(tmp: Path) -> Iterator[JwtGateway]:
     upstream = RecordingUpstream()
     port = free_port()
     path = tmp / "gateway.yaml"
-    write_config(path, gateway_config(idp, port, upstream.port, free_port()))
+    ghost_port = free_port()
+    write_config(path, gateway_config(idp, port, upstream.port, ghost_port))
     cp = ControlPlane(path)
     envoy = Envoy(cp.xds_port)
     client = Client(port)
     try:
         wait_until(lambda: client.request("/healthz")[0] == 200, 15)
-        yield JwtGateway(client, upstream, envoy, cp, idp)
+        yield JwtGateway(client, upstream, envoy, cp, idp, path, ghost_port)
     finally:
         client.close()
         envoy.stop()

@@ -22,6 +22,7 @@ from tests.support.tokens import (
     unsigned_token,
 )
 
+from .harness import wait_until
 from .jwt_gateway import GHOST_ISS, HEADER_LIMIT_KB, PARTNER_ISS, Idp, JwtGateway, start
 
 pytestmark = pytest.mark.integration
@@ -312,3 +313,26 @@ def test_shadow_policy_enforces_nothing_and_counts_would_be_refusals(gw: JwtGate
     after = gw.envoy.stats("http.main.rbac.token_check.shadow_denied")
     key = "http.main.rbac.token_check.shadow_denied"
     assert after[key] - before.get(key, 0) == 1
+
+
+def test_key_rotation_reaches_envoy_without_touching_the_listener(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The jwt_authn config comes over ECDS: new keys apply in place, no listener drains."""
+    for gw in start(tmp_path_factory.mktemp("jwt-rotation")):
+        _rotate(gw)
+
+
+def _rotate(gw: JwtGateway) -> None:
+    old_token = gw.idp.corp_token()
+    assert gw.get("/orders/before", old_token)[0] == 200
+    listeners = gw.envoy.stats("listener_manager.listener_modified")
+    reloads = gw.envoy.stats("extension_config_discovery.")
+    rotated = Idp(corp=SigningKey.rsa("corp-2"), partner=gw.idp.partner, rogue=gw.idp.rogue)
+    gw.rewrite(rotated)
+    new_token = rotated.corp_token()
+    wait_until(lambda: gw.get("/orders/after", new_token)[0] == 200, 15, "new key in force")
+    status, headers, body = gw.get("/orders/old", old_token)
+    assert _refused(gw, "/orders/old", status, headers, body) == "unknown_key"
+    assert gw.envoy.stats("listener_manager.listener_modified") == listeners
+    assert gw.envoy.stats("extension_config_discovery.") != reloads

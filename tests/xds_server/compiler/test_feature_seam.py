@@ -313,7 +313,7 @@ def test_hooks_are_indexed_by_what_a_feature_overrides() -> None:
         "ip_rules",
         "jwt",
     ]
-    assert features.extra_resources == ()
+    assert [f.name for f in features.extra_resources] == ["jwt"]
 
 
 # --- one compile context, no module state -----------------------------------------------------

@@ -7,9 +7,11 @@ pieces of config that make them pass, and the rules that keep routes without a p
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
+from envoy.config.core.v3 import extension_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
@@ -74,28 +76,44 @@ def _config(routes: list[dict[str, Any]], **vhost: Any) -> GatewayConfig:
     )
 
 
-def _compiled(
-    config: GatewayConfig, **kw: Any
-) -> tuple[dict[str, hcm_pb2.HttpConnectionManager], dict[str, route_pb2.RouteConfiguration]]:
-    hcms: dict[str, hcm_pb2.HttpConnectionManager] = {}
-    routes: dict[str, route_pb2.RouteConfiguration] = {}
+@dataclass
+class Compiled:
+    hcms: dict[str, hcm_pb2.HttpConnectionManager] = field(default_factory=dict)
+    routes: dict[str, route_pb2.RouteConfiguration] = field(default_factory=dict)
+    #: The one jwt_authn config every listener asks for over ECDS.
+    jwt: jwt_pb2.JwtAuthentication | None = None
+
+
+def _compiled(config: GatewayConfig, **kw: Any) -> Compiled:
+    out = Compiled()
     for res in compile_resources(config, **kw):
         message = res.unpack()
-        if isinstance(message, listener_pb2.Listener):
+        if isinstance(message, extension_pb2.TypedExtensionConfig):
+            assert res.name == message.name == JWT_FILTER
+            out.jwt = jwt_pb2.JwtAuthentication()
+            message.typed_config.Unpack(out.jwt)
+        elif isinstance(message, listener_pb2.Listener):
             hcm = hcm_pb2.HttpConnectionManager()
             message.filter_chains[0].filters[0].typed_config.Unpack(hcm)
-            hcms[res.name] = hcm
+            out.hcms[res.name] = hcm
         elif isinstance(message, route_pb2.RouteConfiguration):
-            routes[res.name] = message
-    return hcms, routes
-
-
-def _jwt(hcm: hcm_pb2.HttpConnectionManager) -> jwt_pb2.JwtAuthentication:
-    [flt] = [f for f in hcm.http_filters if f.name == JWT_FILTER]
-    assert flt.disabled
-    out = jwt_pb2.JwtAuthentication()
-    flt.typed_config.Unpack(out)
+            out.routes[res.name] = message
     return out
+
+
+JWT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
+
+
+def _jwt(config: GatewayConfig, **kw: Any) -> jwt_pb2.JwtAuthentication:
+    """The jwt_authn config; each listener's chain entry asks for it over ECDS, disabled."""
+    compiled = _compiled(config, **kw)
+    for hcm in compiled.hcms.values():
+        for flt in hcm.http_filters:
+            if flt.name == JWT_FILTER:
+                assert flt.disabled and not flt.HasField("typed_config")
+                assert list(flt.config_discovery.type_urls) == [JWT_TYPE]
+    assert compiled.jwt is not None
+    return compiled.jwt
 
 
 ROUTES = [
@@ -106,7 +124,8 @@ ROUTES = [
 
 
 def test_policy_routes_switch_the_filters_on_and_other_routes_pay_nothing() -> None:
-    hcms, routes = _compiled(_config(ROUTES, policy="orders"))
+    compiled = _compiled(_config(ROUTES, policy="orders"))
+    hcms, routes = compiled.hcms, compiled.routes
     names = [f.name for f in hcms["main"].http_filters]
     assert names == [JWT_FILTER, TOKEN_RBAC_FILTER, "envoy.filters.http.router"]
     assert all(f.disabled for f in hcms["main"].http_filters[:2])
@@ -129,8 +148,7 @@ def test_policy_routes_switch_the_filters_on_and_other_routes_pay_nothing() -> N
 
 
 def test_providers_and_requirements() -> None:
-    hcms, _ = _compiled(_config(ROUTES, policy="orders"))
-    jwt = _jwt(hcms["main"])
+    jwt = _jwt(_config(ROUTES, policy="orders"))
     assert list(jwt.providers) == ["corp", "partner"]
     corp = jwt.providers["corp"]
     assert corp.require_expiration and not corp.forward
@@ -159,9 +177,9 @@ def test_single_issuer_requirement_names_the_provider() -> None:
             ]
         }
     )
-    hcms, _ = _compiled(config)
-    assert _jwt(hcms["main"]).requirement_map["solo"].provider_name == "corp"
-    assert list(_jwt(hcms["main"]).providers) == ["corp"]  # partner is not used here
+    jwt = _jwt(config)
+    assert jwt.requirement_map["solo"].provider_name == "corp"
+    assert list(jwt.providers) == ["corp"]  # partner is not used here
 
 
 def test_url_keys_are_used_only_when_fetched_for_the_configured_url() -> None:
@@ -175,8 +193,7 @@ def test_url_keys_are_used_only_when_fetched_for_the_configured_url() -> None:
     assert served_keys(partner, stale) == [NO_KEY]
     assert served_keys(partner, {}) == [NO_KEY]
     assert served_keys(partner, {"partner": IssuerKeys(f"url:{URL}", "not json")}) == [NO_KEY]
-    hcms, _ = _compiled(config, jwks=fetched)
-    served = json.loads(_jwt(hcms["main"]).providers["partner"].local_jwks.inline_string)
+    served = json.loads(_jwt(config, jwks=fetched).providers["partner"].local_jwks.inline_string)
     assert served == {"keys": [EC.public_jwk()]}
 
 
@@ -240,8 +257,7 @@ def test_token_checks_cover_every_listener_issuer() -> None:
 
 
 def test_401_mappers_sit_before_the_catch_all() -> None:
-    hcms, _ = _compiled(_config(ROUTES, policy="orders"))
-    mappers = hcms["main"].local_reply_config.mappers
+    mappers = _compiled(_config(ROUTES, policy="orders")).hcms["main"].local_reply_config.mappers
     catch_all = mappers[-1]
     assert (
         catch_all.filter.HasField("response_flag_filter")
@@ -250,3 +266,19 @@ def test_401_mappers_sit_before_the_catch_all() -> None:
     reasons = [m for m in mappers if m.status_code.value == 401]
     assert len(reasons) == len(TOKEN_CHECKS) + len(JWT_FAILURES)
     assert jwt_details("Jwt is missing") == "jwt_authn_access_denied{Jwt_is_missing"
+
+
+def test_a_key_change_updates_the_filter_config_not_the_listener() -> None:
+    """Over ECDS, a JWKS refresh changes one resource; listeners (and their connections) stay."""
+    config = _config(ROUTES, policy="orders")
+    before = compile_resources(
+        config, jwks={"partner": IssuerKeys(f"url:{URL}", json.dumps(jwks_of(EC)))}
+    )
+    rotated = SigningKey.ec("e2")
+    after = compile_resources(
+        config, jwks={"partner": IssuerKeys(f"url:{URL}", json.dumps(jwks_of(rotated)))}
+    )
+    changed = {r.name for r in after} - {r.name for r in before} | {
+        a.name for a, b in zip(after, before, strict=True) if a.version != b.version
+    }
+    assert changed == {JWT_FILTER}

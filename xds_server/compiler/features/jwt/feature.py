@@ -9,9 +9,11 @@ shadow rules that only count and log). Routes without a policy pay for nothing. 
 local replies gain the 401 mappers (``replies.py``); each policy route removes and sets the
 identity headers (``headers.py``).
 
-The filter config travels inside the listener today; :func:`jwt_filter` is the one place that
-builds the chain entry, so serving it over ECDS (a key change without draining listeners)
-changes only that function and adds the extension config resource.
+The jwt_authn config travels over ECDS, as its own resource named like the filter: a key
+change (a JWKS refresh, a rotation) then reaches Envoy without a listener update, so no
+connection is drained. An ECDS resource is named by the filter, so all listeners share one
+config: every issuer and policy that some listener uses (a listener's routes name only their
+own policies' requirements, so the extra providers cost nothing per request).
 """
 
 from __future__ import annotations
@@ -24,25 +26,36 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 
 from meshgate.config import Route
-from xds_server.compiler.context import ListenerContext, VirtualHostContext
+from xds_server.compiler.context import CompileContext, ListenerContext, VirtualHostContext
+from xds_server.compiler.extension_configs import (
+    discovered_http_filter,
+    extension_config_resource,
+)
 from xds_server.compiler.feature import Feature
 from xds_server.compiler.features.jwt.checks import shadow_token_checks, token_filter_config
 from xds_server.compiler.features.jwt.headers import header_names, identity_headers
 from xds_server.compiler.features.jwt.providers import jwt_authentication
 from xds_server.compiler.features.jwt.replies import insert_mappers, token_mappers
-from xds_server.compiler.features.jwt.usage import JwtUsage, effective_policy, listener_usage
+from xds_server.compiler.features.jwt.usage import (
+    JwtUsage,
+    config_usage,
+    effective_policy,
+    listener_usage,
+)
 from xds_server.compiler.filters import enable, http_filter
 from xds_server.compiler.identity_names import JWT_FILTER, TOKEN_RBAC_FILTER
 from xds_server.compiler.protos import pack
+from xds_server.snapshot.snapshot import Resource
 
 
 def usage(ctx: ListenerContext) -> JwtUsage:
     return ctx.memoized("jwt.usage", lambda: listener_usage(ctx.config, ctx.listener))
 
 
-def jwt_filter(ctx: ListenerContext, jwt_usage: JwtUsage) -> hcm_pb2.HttpFilter:
-    """The listener's jwt_authn chain entry (disabled: policy routes switch it on)."""
-    return http_filter(JWT_FILTER, jwt_authentication(jwt_usage, ctx.compile.jwks), disabled=True)
+def jwt_filter() -> hcm_pb2.HttpFilter:
+    """The listener's jwt_authn chain entry: its config comes over ECDS; disabled, policy routes
+    switch it on."""
+    return discovered_http_filter(JWT_FILTER, jwt_pb2.JwtAuthentication, disabled=True)
 
 
 class Jwt(Feature):
@@ -54,7 +67,13 @@ class Jwt(Feature):
         if not jwt_usage:
             return []
         checks = token_filter_config(jwt_usage.issuers)
-        return [jwt_filter(ctx, jwt_usage), http_filter(TOKEN_RBAC_FILTER, checks, disabled=True)]
+        return [jwt_filter(), http_filter(TOKEN_RBAC_FILTER, checks, disabled=True)]
+
+    def extra_resources(self, ctx: CompileContext) -> list[Resource]:
+        shared = config_usage(ctx.config)
+        if not shared:
+            return []
+        return [extension_config_resource(JWT_FILTER, jwt_authentication(shared, ctx.jwks))]
 
     def patch_hcm(self, ctx: ListenerContext, hcm: hcm_pb2.HttpConnectionManager) -> None:
         if usage(ctx):

@@ -23,8 +23,8 @@ def effective_policy(vhost: VirtualHost, route: Route) -> str | None:
 
 @dataclass(frozen=True)
 class JwtUsage:
-    """The policies a listener's routes apply and the issuers those accept, each once, in
-    the order the config first names them (so the output is stable)."""
+    """The policies routes apply and the issuers those accept, each once, in a stable order
+    (listeners and virtual hosts in config order, policy names sorted within each)."""
 
     policies: tuple[Policy, ...]
     issuers: tuple[Issuer, ...]
@@ -34,8 +34,18 @@ class JwtUsage:
 
 
 def listener_usage(config: GatewayConfig, listener: Listener) -> JwtUsage:
+    """What ``listener``'s routes use."""
+    return _usage(config, [listener])
+
+
+def config_usage(config: GatewayConfig) -> JwtUsage:
+    """What the routes of every listener use: the one jwt_authn config they share."""
+    return _usage(config, config.listeners)
+
+
+def _usage(config: GatewayConfig, listeners: list[Listener]) -> JwtUsage:
     policies: dict[str, Policy] = {}
-    for vhost in listener.virtual_hosts:
+    for vhost in (vh for listener in listeners for vh in listener.virtual_hosts):
         names = {effective_policy(vhost, route) for route in vhost.routes}
         for name in sorted(n for n in names if n is not None):
             policy = config.policy(name)

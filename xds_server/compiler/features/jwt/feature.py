@@ -1,9 +1,9 @@
 """The JWT feature: issuers and policies compiled to Envoy's ``jwt_authn``, plus the token
 checks it lacks, the identity headers and the 401 replies.
 
-Per listener whose routes apply a policy (see ``usage.py``): one ``jwt_authn`` filter with a
-provider per issuer and a requirement per policy, and one RBAC filter with the token checks
-(``checks.py``), both in the chain *disabled*. A policy route switches both on: jwt_authn with
+Per listener whose routes apply a policy (see ``usage.py``): one ``jwt_authn`` filter (a
+provider per issuer, a requirement per policy: ``providers.py``) and one RBAC filter with the
+token checks (``checks.py``), both in the chain *disabled*. A policy route switches both on: jwt_authn with
 its policy's requirement name, the checks as they are (or, for a policy in shadow mode, as
 shadow rules that only count and log). Routes without a policy pay for nothing. The listener's
 local replies gain the 401 mappers (``replies.py``); each policy route removes and sets the

@@ -3,11 +3,11 @@ checks it lacks, the identity headers and the 401 replies.
 
 Per listener whose routes apply a policy (see ``usage.py``): one ``jwt_authn`` filter (a
 provider per issuer, a requirement per policy: ``providers.py``) and one RBAC filter with the
-token checks (``checks.py``), both in the chain *disabled*. A policy route switches both on: jwt_authn with
-its policy's requirement name, the checks as they are (or, for a policy in shadow mode, as
-shadow rules that only count and log). Routes without a policy pay for nothing. The listener's
-local replies gain the 401 mappers (``replies.py``); each policy route removes and sets the
-identity headers (``headers.py``).
+token checks (``checks.py``), both in the chain *disabled*. A policy route switches both on:
+jwt_authn with its policy's requirement name, the checks as they are (or, for a policy in
+shadow mode, as shadow rules that only count and log). Routes without a policy pay for
+nothing. The listener's local replies gain the 401 mappers (``replies.py``); each policy route
+removes and sets the identity headers (``headers.py``).
 
 The jwt_authn config travels over ECDS, as its own resource named like the filter: a key
 change (a JWKS refresh, a rotation) then reaches Envoy without a listener update, so no

@@ -132,11 +132,17 @@ def token_mappers() -> list[hcm_pb2.ResponseMapper]:
     return out
 
 
+def _is_catch_all(mapper: hcm_pb2.ResponseMapper) -> bool:
+    """The listener's last-resort mapper: any response flag, no other condition."""
+    flags = mapper.filter.response_flag_filter
+    return mapper.filter.HasField("response_flag_filter") and not flags.flags
+
+
 def insert_mappers(
     hcm: hcm_pb2.HttpConnectionManager, mappers: Iterable[hcm_pb2.ResponseMapper]
 ) -> None:
-    """Put ``mappers`` before the listener's catch-all (its last mapper), keeping their order."""
+    """Put ``mappers`` before the listener's catch-all mapper, keeping their order."""
     existing = list(hcm.local_reply_config.mappers)
-    at = len(existing) - 1 if existing else 0
+    at = next((i for i, m in enumerate(existing) if _is_catch_all(m)), len(existing))
     del hcm.local_reply_config.mappers[:]
     hcm.local_reply_config.mappers.extend([*existing[:at], *mappers, *existing[at:]])

@@ -29,7 +29,11 @@ from xds_server.compiler.features.jwt.checks import TOKEN_CHECKS, token_rules
 from xds_server.compiler.features.jwt.headers import claim_value, identity_headers, issuer_value
 from xds_server.compiler.features.jwt.keys import NO_KEY, derive_no_key, served_keys
 from xds_server.compiler.features.jwt.replies import JWT_FAILURES, jwt_details
-from xds_server.compiler.identity_names import JWT_FILTER, TOKEN_RBAC_FILTER
+from xds_server.compiler.identity_names import (
+    CLIENT_HEADERS_FILTER,
+    JWT_FILTER,
+    TOKEN_RBAC_FILTER,
+)
 
 RSA = SigningKey.rsa("r1")
 EC = SigningKey.ec("e1")
@@ -126,9 +130,9 @@ ROUTES = [
 def test_policy_routes_switch_the_filters_on_and_other_routes_pay_nothing() -> None:
     compiled = _compiled(_config(ROUTES, policy="orders"))
     hcms, routes = compiled.hcms, compiled.routes
-    names = [f.name for f in hcms["main"].http_filters]
-    assert names == [JWT_FILTER, TOKEN_RBAC_FILTER, "envoy.filters.http.router"]
-    assert all(f.disabled for f in hcms["main"].http_filters[:2])
+    chain = [f for f in hcms["main"].http_filters if f.name != CLIENT_HEADERS_FILTER]
+    assert [f.name for f in chain] == [JWT_FILTER, TOKEN_RBAC_FILTER, "envoy.filters.http.router"]
+    assert all(f.disabled for f in chain[:2])
     health, audit, rest = routes["main"].virtual_hosts[0].routes
     assert not health.typed_per_filter_config and not health.request_headers_to_add
     per_route = jwt_pb2.PerRouteConfig()
@@ -141,7 +145,8 @@ def test_policy_routes_switch_the_filters_on_and_other_routes_pay_nothing() -> N
     assert audit.typed_per_filter_config[TOKEN_RBAC_FILTER].Unpack(shadow)
     assert shadow.rbac.shadow_rules.policies and not shadow.rbac.HasField("rules")
     # The listener without policies has no identity filter and no 401 mappers.
-    assert [f.name for f in hcms["other"].http_filters] == ["envoy.filters.http.router"]
+    other = [f.name for f in hcms["other"].http_filters]
+    assert JWT_FILTER not in other and TOKEN_RBAC_FILTER not in other
     assert len(hcms["other"].local_reply_config.mappers) < len(
         hcms["main"].local_reply_config.mappers
     )

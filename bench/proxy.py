@@ -32,11 +32,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench_tokens import AUDIENCE as BENCH_AUDIENCE
+from bench_tokens import ISSUER as BENCH_ISSUER
+from bench_tokens import BenchIdp
 from benchlib import (
     BenchError,
     ControlPlane,
@@ -68,8 +73,32 @@ class Scenario:
     #: Extra services (``Service`` as dicts) beyond the fast upstream service; the argument is
     #: the fast upstream's port, so a scenario can point its own service at it.
     services: Callable[[int], list[dict[str, Any]]] = field(default=lambda _port: [])
-    #: Request headers wrk sends, so that per-request policies really run (CORS, encodings).
+    #: Request headers wrk sends, so that per-request policies really run (CORS, encodings,
+    #: a bearer token).
     headers: dict[str, str] = field(default_factory=dict)
+    #: Top-level config sections the routes need (issuers, roles, policies).
+    config: Callable[[], dict[str, Any]] = field(default=lambda: {})
+
+
+#: The identity provider of the ``jwt_roles`` scenario (an RSA key made once per run).
+IDP = BenchIdp.create()
+
+
+def _jwt_roles_config() -> dict[str, Any]:
+    return {
+        "issuers": [
+            {
+                "name": "bench-idp",
+                "issuer": BENCH_ISSUER,
+                "audiences": BENCH_AUDIENCE,
+                "jwks": {"inline": IDP.jwks()},
+            }
+        ],
+        "roles": [
+            {"name": "reader", "permissions": [{"paths": ["/jwt-roles/**"], "methods": ["GET"]}]}
+        ],
+        "policies": [{"name": "bench-roles", "issuers": ["bench-idp"], "roles": ["reader"]}],
+    }
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -141,6 +170,21 @@ SCENARIOS: dict[str, Scenario] = {
                 }
             ],
         ),
+        Scenario(
+            name="jwt_roles",
+            path="/jwt-roles",
+            description="RS256 token (jwt_authn, token checks, identity headers) + a role policy",
+            routes=lambda: [
+                {
+                    "name": "jwt-roles",
+                    "match": {"prefix": "/jwt-roles"},
+                    "service": UPSTREAM_SERVICE,
+                    "policy": "bench-roles",
+                }
+            ],
+            headers={"Authorization": f"Bearer {IDP.token(roles=['reader'], tenant='t1')}"},
+            config=_jwt_roles_config,
+        ),
         *[
             Scenario(
                 name=f"only-{name}",
@@ -182,10 +226,14 @@ def build_config(
     services: list[dict[str, Any]] = [
         {"name": UPSTREAM_SERVICE, "endpoints": [{"address": "127.0.0.1", "port": upstream_port}]}
     ]
+    top: dict[str, Any] = {}
     for s in scenarios:
         routes += s.routes()
         services += s.services(upstream_port)
+        for key, items in s.config().items():
+            top.setdefault(key, []).extend(items)
     return {
+        **top,
         "listeners": [
             {
                 "name": "bench",
@@ -257,6 +305,15 @@ def run_wrk(
 # -- the run ------------------------------------------------------------------------------------
 
 
+def _status(url: str, headers: dict[str, str]) -> int:
+    """The status of a GET with ``headers`` (HTTP errors are answers too)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=1) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -316,13 +373,11 @@ def measure(args: argparse.Namespace, scenarios: list[Scenario]) -> dict[str, An
         stops.append(envoy.stop)
         base = f"http://127.0.0.1:{listener_port}"
 
-        def answers(path: str) -> Callable[[], bool]:
-            return lambda: http_get(base + path, 1.0)[0] == 200
+        def answers(s: Scenario) -> Callable[[], bool]:
+            return lambda: _status(base + s.path, s.headers) == 200
 
         for s in scenarios:
-            wait_until(
-                answers(s.path), 30, f"{s.name}: GET {s.path} -> 200 through the fleet Envoy"
-            )
+            wait_until(answers(s), 30, f"{s.name}: GET {s.path} -> 200 through the fleet Envoy")
         status, body = http_get(base + SCENARIOS[REFERENCE].path)
         if body.decode() != StaticUpstream.BODY:
             raise BenchError(f"/plain did not reach the static upstream: {status} {body[:200]!r}")

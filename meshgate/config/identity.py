@@ -16,69 +16,39 @@ and hands it to Envoy over SDS.
 
 from __future__ import annotations
 
-import re
-from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
-
-from meshgate.redact import show
+from pydantic import Field, model_validator
 
 from .access import ClaimValue, PathPatternStr
-from .traffic import HeaderName
-from .values import Duration, HttpMethod, Model, Name, exactly_one
-
-#: Signature algorithms Envoy's jwt_authn verifies. ``none`` and anything else is refused.
-JWT_ALGORITHMS = (
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-    "HS256",
-    "HS384",
-    "HS512",
+from .issuers import (
+    HMAC_ALGORITHMS,
+    JWT_ALGORITHMS,
+    Claim,
+    IdentityClaims,
+    Issuer,
+    Jwks,
+    JwtAlgorithm,
+    TokenSource,
 )
-JwtAlgorithm = Literal[
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-    "HS256",
-    "HS384",
-    "HS512",
+from .values import HttpMethod, Model, Name, exactly_one
+
+__all__ = [
+    "HMAC_ALGORITHMS",
+    "JWT_ALGORITHMS",
+    "Claim",
+    "IdentityClaims",
+    "Issuer",
+    "Jwks",
+    "JwtAlgorithm",
+    "Login",
+    "Permission",
+    "Policy",
+    "Role",
+    "Rule",
+    "SecretRef",
+    "TokenSource",
 ]
-
-#: A claim name, with '.' for nesting (``realm_access.roles``), as jwt_authn reads them.
-_CLAIM = re.compile(r"^[A-Za-z0-9_:/-]+(\.[A-Za-z0-9_:/-]+)*$")
-
-
-def _check_claim(value: Any) -> Any:
-    if isinstance(value, str) and _CLAIM.match(value) is None:
-        raise ValueError(
-            f"invalid claim name {show(value)}: letters, digits, '_', ':', '/' and '-', with "
-            "'.' between the names of nested claims (for example 'realm_access.roles')"
-        )
-    return value
-
-
-Claim = Annotated[str, BeforeValidator(_check_claim)]
-
-
-def _one_or_more(value: Any) -> Any:
-    """``audiences: api`` and ``audiences: [api, web]`` both mean a list."""
-    return [value] if isinstance(value, str) else value
 
 
 class SecretRef(Model):
@@ -99,114 +69,6 @@ class SecretRef(Model):
         """Where the secret is, as one string (``env:NAME``, ``file:PATH``): how the compile
         input names its value, and safe to log."""
         return f"env:{self.env}" if self.env is not None else f"file:{self.file}"
-
-
-class Jwks(Model):
-    """Where an issuer's signing keys come from, and how long a fetched set stays usable.
-
-    The control plane fetches a URL itself (Envoy never does), keeps the last good set in
-    memory and on disk, and serves it to Envoy, so tokens keep passing while the identity
-    provider is down, up to ``max_stale``.
-    """
-
-    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$")] | None = None
-    file: Annotated[str, Field(min_length=1)] | None = None
-    #: A JWKS document (the JSON text, or the same structure in YAML).
-    inline: str | dict[str, Any] | None = None
-    timeout: Duration = Field(default=timedelta(seconds=5), description="one fetch of the URL")
-    refresh: Duration = Field(
-        default=timedelta(minutes=5),
-        description="how often the URL (or file) is read again; a key newly published by the "
-        "identity provider is in force within this interval",
-    )
-    max_stale: Duration = Field(
-        default=timedelta(hours=24),
-        description="how long the last good set is used while the URL cannot be fetched; "
-        "after that the issuer's tokens are refused (401)",
-    )
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Jwks:
-        exactly_one(self, ("url", "file", "inline"), "'jwks'")
-        return self
-
-    def fingerprint(self) -> str:
-        """Names the source the keys come from (``url:...``, ``file:...``), so keys fetched
-        for an old URL are never used for a new one."""
-        if self.url is not None:
-            return f"url:{self.url}"
-        if self.file is not None:
-            return f"file:{self.file}"
-        return "inline"
-
-
-class TokenSource(Model):
-    """Where the token is in the request: the ``Authorization`` header by default."""
-
-    header: HeaderName | None = None
-    #: Text before the token in the header (``"Bearer "`` for ``Authorization``).
-    prefix: str | None = None
-    cookie: Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")] | None = None
-    query: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._~-]+$")] | None = None
-
-    @model_validator(mode="after")
-    def _one_place(self) -> TokenSource:
-        exactly_one(self, ("header", "cookie", "query"), "a token source")
-        if self.prefix is not None and self.header is None:
-            raise ValueError("'prefix' applies only to a token in a 'header'")
-        return self
-
-
-class IdentityClaims(Model):
-    """Which claims say who the caller is; passed upstream as ``x-meshgate-subject``,
-    ``x-meshgate-tenant`` and ``x-meshgate-roles``."""
-
-    subject: Claim = "sub"
-    tenant: Claim | None = None
-    #: Claims holding role names: a list, or a space-separated string (OAuth2 ``scope``).
-    roles: list[Claim] = Field(default_factory=lambda: ["roles"])
-
-
-def _default_algorithms() -> list[JwtAlgorithm]:
-    return ["RS256"]
-
-
-class Issuer(Model):
-    """One identity provider whose tokens a policy may accept."""
-
-    name: Name
-    issuer: Annotated[str, Field(min_length=1)]
-    audiences: Annotated[
-        list[Annotated[str, Field(min_length=1)]],
-        Field(min_length=1),
-        BeforeValidator(_one_or_more),
-    ]
-    algorithms: Annotated[list[JwtAlgorithm], Field(min_length=1)] = Field(
-        default_factory=_default_algorithms,
-        description="signature algorithms accepted from this issuer; any other is refused",
-    )
-    leeway: Duration = Field(
-        default=timedelta(seconds=30),
-        description="clock skew allowed when checking exp and nbf",
-    )
-    jwks: Jwks
-    tokens: Annotated[list[TokenSource], Field(min_length=1)] = Field(
-        default_factory=lambda: [TokenSource(header="authorization", prefix="Bearer ")],
-        description="where to look for the token, in order",
-    )
-    forward_token: bool = Field(
-        default=False, description="pass the token on to the upstream (default: strip it)"
-    )
-    identity: IdentityClaims = Field(default_factory=IdentityClaims)
-    #: Upstream header -> claim (nested with '.'; a list claim is sent comma-separated).
-    claim_headers: dict[HeaderName, Claim] = Field(default_factory=dict)
-
-    @field_validator("algorithms")
-    @classmethod
-    def _unique(cls, algorithms: list[str]) -> list[str]:
-        if len(set(algorithms)) != len(algorithms):
-            raise ValueError("each algorithm once")
-        return algorithms
 
 
 class Permission(Model):

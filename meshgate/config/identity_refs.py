@@ -45,6 +45,7 @@ def identity_issues(config: GatewayConfig) -> list[Issue]:
             if config.role(parent) is None:
                 issues.append(_unknown("role", parent, roles, ("roles", ri, "inherits", ii)))
     issues += role_cycles(config)
+    issues += metadata_clashes(config)
     graph = RoleGraph.of(config.roles)
     for pi, policy in enumerate(config.policies):
         for ii, issuer in enumerate(policy.issuers):
@@ -97,6 +98,21 @@ def grant_issues(graph: RoleGraph, policy: Policy, path: Path) -> list[Issue]:
                 if _grants_nothing(graph, name):
                     issues.append(((*path, "allow", ri, "roles", ii), f"role {show(name)} {why}"))
     return issues
+
+
+def metadata_clashes(config: GatewayConfig) -> list[Issue]:
+    """An issuer named like another's token-header metadata key (``corp.header`` next to
+    ``corp``): the token checks would read one token's payload as the other's header."""
+    names = {i.name for i in config.issuers}
+    return [
+        (
+            ("issuers", index, "name"),
+            f"issuer name {show(issuer.name)} is reserved: Envoy keeps the token header of "
+            f"issuer {show(issuer.name[: -len('.header')])} under that name; rename it",
+        )
+        for index, issuer in enumerate(config.issuers)
+        if issuer.name.endswith(".header") and issuer.name[: -len(".header")] in names
+    ]
 
 
 def role_cycles(config: GatewayConfig) -> list[Issue]:

@@ -27,6 +27,9 @@ class Seen:
     path: str
     body_bytes: int
     headers: dict[str, str]
+    #: Every header line in order, repeated names included (``headers`` keeps the last).
+    header_lines: tuple[tuple[str, str], ...] = ()
+    query: str = ""
 
 
 _KINDS = ("text", "cacheable", "nostore", "framed")
@@ -81,14 +84,15 @@ class RecordingUpstream:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
                 method, target, _ = lines[0].split(" ", 2)
-                headers = {
-                    k.strip().lower(): v.strip()
+                pairs = tuple(
+                    (k.strip().lower(), v.strip())
                     for k, _, v in (ln.partition(":") for ln in lines[1:] if ":" in ln)
-                }
+                )
+                headers = dict(pairs)
                 body = await self._read_body(reader, headers)
                 url = urlsplit(target)
                 with self._lock:
-                    self.seen.append(Seen(method, url.path, len(body), headers))
+                    self.seen.append(Seen(method, url.path, len(body), headers, pairs, url.query))
                 query = parse_qs(url.query)
                 await asyncio.sleep(float(query.get("delay", ["0"])[0]))
                 status, extra, payload = _body_for(url.path, query)

@@ -305,15 +305,17 @@ def test_hooks_are_indexed_by_what_a_feature_overrides() -> None:
         "protection",
         "client_headers",
         "ip_rules",
+        "jwt",
         "policy",
     ]
     assert [f.name for f in features.patch_hcm] == [
         "protection",
         "client_address",
         "ip_rules",
+        "jwt",
         "policy",
     ]
-    assert features.extra_resources == ()
+    assert [f.name for f in features.extra_resources] == ["jwt"]
 
 
 # --- one compile context, no module state -----------------------------------------------------

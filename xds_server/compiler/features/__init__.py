@@ -14,6 +14,7 @@ from xds_server.compiler.features.client_headers import ClientHeaders
 from xds_server.compiler.features.compression import Compression
 from xds_server.compiler.features.cors import Cors
 from xds_server.compiler.features.ip_rules import IpRules
+from xds_server.compiler.features.jwt import Jwt
 from xds_server.compiler.features.policy import Policies
 from xds_server.compiler.features.protection import Protection
 from xds_server.compiler.features.resilience import Resilience
@@ -29,6 +30,7 @@ FEATURES: tuple[Feature, ...] = (
     ClientAddress(),
     ClientHeaders(),
     IpRules(),
+    Jwt(),
     # Last: its expand_route turns a route whose policy is unavailable into a 503, after
     # every other feature has had its say about the route.
     Policies(),

@@ -39,7 +39,7 @@ def _span(seconds: float) -> str:
 def _issuer_line(i: dict[str, Any], width: int, now: float) -> str:
     state = i.get("state")
     label = _LABELS.get(str(state), str(state))
-    head = f"  {i.get('issuer', '?'):<{width}}  {label:<13}"
+    head = f"  {i.get('issuer', '?'):<{width}}  {label:<13}  "
     parts: list[str] = []
     if state in NO_KEYS:
         parts.append("no keys: its tokens are refused (401)")
@@ -56,7 +56,7 @@ def _issuer_line(i: dict[str, Any], width: int, now: float) -> str:
         if state == "stale":
             parts.append(
                 f"fetches fail since {_when(i.get('stale_since'), now)}; the last good keys "
-                f"serve until {_when(i.get('expires_at'), now)}"
+                f"serve, and expire {_when(i.get('expires_at'), now)}"
             )
     if state != "fresh" and i.get("last_error"):
         parts.append(f"last error: {i['last_error']}")

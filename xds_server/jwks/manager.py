@@ -245,6 +245,7 @@ class JwksManager:
                 "JWKS keys left out",
                 extra={"fields": {"issuer": issuer, "skipped": list(keys.skipped)}},
             )
+        self.publish()  # into the compile at once; the disk can wait
         await self._save(new.good)
 
     async def _fetch(self, source: JwksSource) -> bytes:

@@ -66,7 +66,7 @@ async def test_a_slow_answer_times_out(client: httpx.AsyncClient, idp: JwksServe
 async def test_a_stopped_server_is_unreachable(client: httpx.AsyncClient, idp: JwksServer) -> None:
     url = idp.url
     idp.stop()
-    with pytest.raises(FetchError, match="^cannot connect"):
+    with pytest.raises(FetchError, match=r"^cannot connect"):
         await fetch_url(client, url, 2)
     idp.start()  # the same port again
     assert json.loads(await fetch_url(client, url, 2)) == DOC

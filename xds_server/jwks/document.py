@@ -4,8 +4,8 @@ A document that is broken (not JSON, no ``keys`` list, a key whose members do no
 key, private key material) is refused as a whole: it is not what the identity provider meant
 to publish (an error page, a truncated answer, a misconfiguration), and the last good set
 stays in force. A well-formed key that Envoy cannot or must not use for signatures (an
-encryption key, an unknown key type or curve, a weak RSA key, a symmetric key published at a
-URL) is left out with a note, as RFC 7517 §5 asks of keys one does not understand; a set with
+encryption key, an unknown key type or curve, a weak RSA key, a symmetric key) is left out
+with a note, as RFC 7517 §5 asks of keys one does not understand; a set with
 no usable key left is refused.
 
 What Envoy gets is the normalised document: only the kept keys, only their public members,
@@ -46,9 +46,9 @@ _CURVES: dict[str, tuple[ec.EllipticCurve, int, str]] = {
 #: Members that only a private (or secret) key has; one in a published set is a leak.
 _PRIVATE = ("d", "p", "q", "dp", "dq", "qi", "oth")
 #: Members kept for Envoy, per key type, beside kty, kid, use and alg.
-_PUBLIC = {"RSA": ("n", "e"), "EC": ("crv", "x", "y"), "OKP": ("crv", "x"), "oct": ("k",)}
+_PUBLIC = {"RSA": ("n", "e"), "EC": ("crv", "x", "y"), "OKP": ("crv", "x")}
 #: Which algorithms fit which key type (an alg on a key restricts it to that algorithm).
-_ALG_PREFIX = {"RSA": ("RS", "PS"), "EC": ("ES",), "OKP": ("EdDSA",), "oct": ("HS",)}
+_ALG_PREFIX = {"RSA": ("RS", "PS"), "EC": ("ES",), "OKP": ("EdDSA",)}
 
 
 class JwksError(ValueError):
@@ -88,7 +88,7 @@ def _no_constants(name: str) -> Any:
     raise JwksError(f"{name} is not JSON")
 
 
-def parse_jwks(data: bytes | str, *, symmetric_allowed: bool = False) -> KeySet:
+def parse_jwks(data: bytes | str) -> KeySet:
     """The key set in ``data``, or :class:`JwksError` saying what is wrong with it."""
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
@@ -111,7 +111,7 @@ def parse_jwks(data: bytes | str, *, symmetric_allowed: bool = False) -> KeySet:
     skipped: list[str] = []
     for index, key in enumerate(keys):
         try:
-            kept.append(_check_key(index, key, symmetric_allowed))
+            kept.append(_check_key(index, key))
         except _Skip as why:
             skipped.append(f"{_name(index, key)}: {why}")
     if not kept:
@@ -131,7 +131,7 @@ def _name(index: int, key: Any) -> str:
     return f"key {index} (kid {excerpt(kid)!r})" if isinstance(kid, str) else f"key {index}"
 
 
-def _check_key(index: int, key: Any, symmetric_allowed: bool) -> dict[str, str]:
+def _check_key(index: int, key: Any) -> dict[str, str]:
     """The key's public members for Envoy; :class:`_Skip` to leave it out; JwksError when the
     key is broken."""
     where = _name(index, key)
@@ -143,9 +143,14 @@ def _check_key(index: int, key: Any, symmetric_allowed: bool) -> dict[str, str]:
     for member in ("kid", "use", "alg"):
         if member in key and not isinstance(key[member], str):
             raise JwksError(f"{where}: {member!r} must be a string")
+    if kty == "oct":
+        raise _Skip(
+            "a symmetric (HMAC) key: only public-key signatures are verified (a shared secret "
+            "would sit in Envoy's config)"
+        )
     if kty not in _PUBLIC:
         raise _Skip(f"key type {excerpt(kty)!r} is not one Envoy verifies with")
-    private = [m for m in _PRIVATE if m in key] if kty != "oct" else []
+    private = [m for m in _PRIVATE if m in key]
     if private:
         raise JwksError(
             f"{where}: holds private key material ({', '.join(map(repr, private))}); a JWKS "
@@ -167,10 +172,8 @@ def _check_key(index: int, key: Any, symmetric_allowed: bool) -> dict[str, str]:
         _check_rsa(where, key)
     elif kty == "EC":
         _check_ec(where, key, alg)
-    elif kty == "OKP":
-        _check_okp(where, key)
     else:
-        _check_oct(where, key, alg, symmetric_allowed)
+        _check_okp(where, key)
     out = {m: key[m] for m in ("kty", "kid", "use", "alg") if m in key}
     out.update({m: key[m] for m in _PUBLIC[kty]})
     return out
@@ -236,15 +239,3 @@ def _check_okp(where: str, key: Mapping[str, Any]) -> None:
         ed25519.Ed25519PublicKey.from_public_bytes(x)
     except ValueError:
         raise JwksError(f"{where}: 'x' is not an Ed25519 public key") from None
-
-
-def _check_oct(where: str, key: Mapping[str, Any], alg: str | None, allowed: bool) -> None:
-    secret = _member(where, key, "k")
-    if not allowed:
-        raise _Skip(
-            "a symmetric (HMAC) key published at a URL is no secret: anyone who fetches it "
-            "could sign tokens; keep such keys in a file"
-        )
-    need = {"HS384": 48, "HS512": 64}.get(alg or "", 32)
-    if len(secret) < need:
-        raise _Skip(f"a symmetric key of {len(secret)} bytes is too short (at least {need})")

@@ -209,7 +209,7 @@ class JwksManager:
         source = state.source
         try:
             data = await self._fetch(source)
-            keys = parse_jwks(data, symmetric_allowed=source.symmetric_allowed)
+            keys = parse_jwks(data)
         except JwksError as exc:
             self._failed(issuer, f"not a usable JWKS: {exc}", "invalid")
             return

@@ -41,12 +41,6 @@ class JwksSource:
             return f"url {safe_url(self.url)}"
         return f"file {escape(self.file or '')}"
 
-    @property
-    def symmetric_allowed(self) -> bool:
-        """A symmetric (``oct``) key is a shared secret: one published at a URL is not secret
-        (anyone who fetches it can sign tokens), so only a file may hold one."""
-        return self.url is None
-
 
 def safe_url(url: str) -> str:
     """``url`` without what may be a credential: user info and the query's values."""

@@ -9,9 +9,8 @@ its document is validated again like a fetched one), so a corrupt cache can cost
 never a wrong key. The checksum finds corruption, not an attacker: whoever can write as the
 control plane's user can also change its config.
 
-Keys are public keys (a symmetric key only from an issuer's own file, where it already lies
-on disk), so the cache holds nothing that is not already readable elsewhere; it is private
-anyway.
+Keys are public keys (private and symmetric ones never pass validation), so the cache holds
+nothing secret; it is private anyway.
 """
 
 from __future__ import annotations
@@ -107,7 +106,7 @@ def decode(data: bytes, name: str) -> StoredKeys:
     if not isinstance(document, str):
         raise ValueError("document missing")
     try:
-        keys = parse_jwks(document, symmetric_allowed=fingerprint.startswith("file:"))
+        keys = parse_jwks(document)
     except JwksError as exc:
         raise ValueError(f"the stored keys are not a valid JWKS: {exc}") from None
     if keys.document != document:

@@ -205,3 +205,23 @@ def test_an_unwritable_cache_is_reported_and_keys_serve_from_memory(
     cache = wait_until(lambda: cp.status()["jwks"]["cache"]["error"], 10, "cache error")
     assert cache.startswith(f"cannot create {blocked}/jwks")
     assert "cannot write the JWKS cache" in cp.logs()
+
+
+def test_keys_changed_while_the_config_is_rejected_are_reported_as_held_back(
+    tmp_path: Path, idp: JwksServer, started: list[ControlPlane]
+) -> None:
+    cfg = config(idp.url)
+    cp = start(tmp_path, started, cfg)
+    wait_until(lambda: corp(cp)["keys"] == 1, 10, "keys fetched")
+    wait_until(lambda: not cp.status()["jwks"]["pending"], 10, "keys compiled")
+    broken = {**cfg, "services": [{"name": "api", "endpoints": [{"address": "x", "port": 0}]}]}
+    write_config(tmp_path / "gateway.yaml", broken)
+    wait_until(lambda: cp.status()["config"]["errors"], 10, "the edit rejected")
+    idp.document = jwks_of(K1, K2)
+    wait_until(lambda: corp(cp)["kids"] == ["k1", "k2"], 5, "k2 fetched")
+    status = wait_until(lambda: (s := cp.status())["jwks"]["pending"] and s, 10, "held back")
+    assert status["config"]["errors"]
+    assert "cannot be published while the config is rejected" in cp.logs()
+    # fixing the file publishes the new keys with it
+    write_config(tmp_path / "gateway.yaml", cfg)
+    wait_until(lambda: not cp.status()["jwks"]["pending"], 10, "keys published")

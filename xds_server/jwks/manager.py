@@ -115,9 +115,11 @@ class JwksManager:
         before = self._view or {}
         self._view = view
         if self.configured:
+            now = self.clock()
             for issuer in sorted(set(before) - set(view)):
-                if issuer in self.states:
-                    self._log_dropped(self.states[issuer])
+                state = self.states.get(issuer)
+                if state is not None and fr.freshness(state, now) == "expired":
+                    self._log_dropped(state)
         self._emit(KeysChanged(SOURCE_NAME, view))
 
     def _log_dropped(self, state: fr.IssuerState) -> None:

@@ -74,3 +74,25 @@ def test_a_refresh_shorter_than_max_stale_allows_is_a_config_error(tmp_path: Pat
     assert any(
         "'max_stale' (30s) is shorter than 'refresh' (60s)" in p.message for p in outcome.problems
     )
+
+
+def test_a_relative_file_in_an_included_file_is_relative_to_that_file(tmp_path: Path) -> None:
+    (tmp_path / "security").mkdir()
+    (tmp_path / "security" / "issuers.yaml").write_text(
+        "issuers:\n"
+        "  - name: url\n"
+        "    issuer: https://a\n"
+        "    audiences: api\n"
+        "    jwks: {url: 'https://a/jwks'}\n"
+        "  - name: team\n"
+        "    issuer: https://team\n"
+        "    audiences: api\n"
+        "    jwks: {file: keys/jwks.json}\n"
+    )
+    main = tmp_path / "gw.yaml"
+    main.write_text("include: security/issuers.yaml\n" + CONFIG.split("issuers:")[0])
+    outcome = run_job(CompileJob(str(main)))
+    assert isinstance(outcome, Compiled), outcome
+    [_, team] = outcome.jwks_sources
+    assert team.file == str(tmp_path / "security" / "keys" / "jwks.json")
+    assert team.fingerprint == "file:keys/jwks.json"

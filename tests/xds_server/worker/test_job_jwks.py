@@ -32,6 +32,7 @@ issuers:
   - name: fixed
     issuer: https://fixed
     audiences: api
+    algorithms: [ES256]
     jwks:
       inline: %s
 """

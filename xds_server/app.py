@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,9 @@ from meshgate.runtime.settings import (
     yaml_limits,
 )
 from meshgate.runtime.workdirs import OwnedDir
+from xds_server.compiler.context import IssuerKeys
+from xds_server.jwks.manager import JwksManager
+from xds_server.jwks.store import KeyStore
 from xds_server.metrics import XdsMetrics
 from xds_server.publish.publisher import Locator, Publisher
 from xds_server.publish.validation import CanaryValidator, ValidateModeValidator, Validator
@@ -89,6 +93,17 @@ class ControlPlane:
         # config flow: sources -> state -> compile worker -> publisher
         self.state = SourceState()
         self.source = FileConfigSource(settings.config, settings.poll_interval)
+        # issuers' signing keys: fetched here, handed to the compiler like endpoints
+        self.keys = JwksManager(
+            KeyStore(settings.jwks_cache_dir()),
+            self._on_event,
+            on_fetch=lambda issuer, outcome: self.metrics.jwks_fetches.labels(
+                issuer, outcome
+            ).inc(),
+        )
+        self.metrics.bind_jwks(self.keys.metrics_view)
+        #: The keys the published snapshot was compiled with.
+        self._published_keys: Mapping[str, IssuerKeys] = {}
         self.compiler = CompileRunner(
             self._on_outcome,
             timeout=settings.compile_timeout,
@@ -124,11 +139,22 @@ class ControlPlane:
             self.metrics.compile_seconds.observe(outcome.seconds)
             snapshot = await asyncio.to_thread(_rebuild, outcome)
             async with self._publish_lock:
-                await self.publisher.offer(
+                published = await self.publisher.offer(
                     snapshot, outcome.digest, self._locator(request.config.path, outcome.digest)
                 )
+            if published:
+                self._published_keys = request.jwks
+                # the published config says which issuers' keys to keep current
+                self.keys.reconcile(outcome.jwks_sources)
         elif isinstance(outcome, Rejected):
             self._on_config_error(list(outcome.problems), outcome.digest)
+            if request.jwks != self._published_keys and self.publisher.current is not None:
+                log.error(
+                    "signing keys changed, but they cannot be published while the config is "
+                    "rejected: the published snapshot keeps the keys it has until the config "
+                    "is fixed",
+                    extra={"fields": {"issuers": sorted(request.jwks)}},
+                )
         if outcome.watched:  # the files it read: the watcher looks at every one of them
             self.source.track(outcome.watched)
         self.state.settle(request.generation, outcome.digest)
@@ -170,6 +196,12 @@ class ControlPlane:
             "envoys": [s.as_dict() for s in streams if not s.canary],
             "canary": canary,
             "recent_nacks": [n for n in xds["recent_nacks"] if n["group"] != CANARY_GROUP],
+            "jwks": {
+                **self.keys.as_dict(),
+                # keys known but not in the published snapshot (a compile is on its way, or
+                # the config is rejected)
+                "pending": dict(self.state.keys) != dict(self._published_keys),
+            },
         }
 
     # -- lifecycle (the service shell calls these) ----------------------------------------
@@ -231,6 +263,10 @@ class ControlPlane:
                 }
             },
         )
+        # keys on disk are known before the first compile: a restart publishes them at once
+        self.keys.load()
+        self.keys.publish()
+        self.keys.start()
         self._tasks.append(asyncio.create_task(self.compiler.run()))
         self._tasks.append(asyncio.create_task(self.source.run(self._on_event)))
 
@@ -240,6 +276,7 @@ class ControlPlane:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.keys.stop()
         await self.compiler.stop()  # a compile in progress is killed, not waited for
         if self.canary is not None:
             await asyncio.to_thread(self.canary.stop)

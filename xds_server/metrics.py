@@ -7,9 +7,11 @@ so they can never disagree with ``meshgate status``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from xds_server.server.status import ENVOY_STATES, StatusEvent
 from xds_server.snapshot.snapshot import SHORT_NAMES
@@ -66,6 +68,15 @@ class XdsMetrics:
             ["state"],
             registry=r,
         )
+        self.jwks_fetches = Counter(
+            "meshgate_jwks_fetches_total",
+            "JWKS fetches by issuer and outcome: updated (new keys), unchanged, failed "
+            "(unreachable, timeout, HTTP error), invalid (answered with no usable key set)",
+            ["issuer", "outcome"],
+            registry=r,
+        )
+        self._jwks = JwksCollector()
+        r.register(self._jwks)
         self._config_accepted: Callable[[], bool] = lambda: True
         self._fleet_states: Callable[[], Mapping[str, int]] = dict
         self.config_ok.set_function(self._config_valid)
@@ -78,6 +89,10 @@ class XdsMetrics:
         """Where the state gauges read from: the publisher's verdict and the registry."""
         self._config_accepted = config_accepted
         self._fleet_states = fleet_states
+
+    def bind_jwks(self, view: Callable[[], Sequence[JwksSample]]) -> None:
+        """Where the JWKS gauges read from (the JWKS manager), at each scrape."""
+        self._jwks.view = view
 
     def _fleet_count(self, state: str) -> Callable[[], float]:
         return lambda: float(self._fleet_states().get(state, 0))
@@ -100,3 +115,43 @@ class XdsMetrics:
             self.acks.labels(t).inc()
         elif event.kind == "nack":
             self.nacks.labels(t).inc()
+
+
+#: (issuer, state, keys in force, age in seconds of the set in force or None).
+JwksSample = tuple[str, str, int, float | None]
+JWKS_STATES = ("fresh", "stale", "expired", "never_fetched")
+
+
+class JwksCollector(Collector):
+    """Per-issuer key gauges computed when scraped, so they follow the manager exactly
+    (issuers come and go with the config; a key set ages between fetches)."""
+
+    def __init__(self) -> None:
+        self.view: Callable[[], Sequence[JwksSample]] = list
+
+    def collect(self) -> Iterator[Metric]:
+        keys = GaugeMetricFamily(
+            "meshgate_jwks_keys",
+            "Signing keys in force per issuer; 0: its tokens are refused (401)",
+            labels=["issuer"],
+        )
+        age = GaugeMetricFamily(
+            "meshgate_jwks_key_age_seconds",
+            "Age of the key set in force per issuer (since the fetch that last returned it)",
+            labels=["issuer"],
+        )
+        state = GaugeMetricFamily(
+            "meshgate_jwks_state",
+            "1 for each issuer's current key state: fresh, stale (fetches fail, last good keys "
+            "serve), expired (older than max_stale, dropped), never_fetched",
+            labels=["issuer", "state"],
+        )
+        for issuer, current, count, seconds in self.view():
+            keys.add_metric([issuer], count)
+            if seconds is not None:
+                age.add_metric([issuer], seconds)
+            for name in JWKS_STATES:
+                state.add_metric([issuer, name], 1.0 if name == current else 0.0)
+        yield keys
+        yield age
+        yield state

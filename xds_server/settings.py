@@ -8,7 +8,9 @@ non-loopback xDS address without mutual TLS) are in one place.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from meshgate.config_files import DEFAULT_MAX_CONFIG_FILES
 from meshgate.files import DEFAULT_MAX_CONFIG_BYTES
@@ -26,6 +28,12 @@ from meshgate.yaml_bounds import DEFAULT_LIMITS
 
 DEFAULT_XDS_ADDRESS = "127.0.0.1:18000"
 DEFAULT_ADMIN_ADDRESS = "127.0.0.1:18001"
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/meshgate``, by default ``~/.local/state/meshgate``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "meshgate"
 
 
 @dataclass
@@ -53,6 +61,12 @@ class Settings(ServiceSettings):
     #: Accept a non-loopback xDS address without mutual TLS (anyone who reaches it can read
     #: the whole config and connect as an Envoy).
     insecure_xds: bool = False
+    #: What the control plane keeps across restarts (the last good JWKS of each issuer);
+    #: None: :func:`default_state_dir`.
+    state_dir: str | None = None
+
+    def jwks_cache_dir(self) -> Path:
+        return Path(self.state_dir or default_state_dir()) / "jwks"
 
     def xds_tls(self) -> TlsFiles | None:
         """The mutual-TLS files, or None; raises TlsConfigError when only some are given."""
@@ -137,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--xds-tls-client-ca", metavar="FILE", help="CA certificate(s) that sign Envoys' certs"
     )
     p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where the control plane keeps what must survive a restart: the last good signing "
+        "keys (JWKS) of each issuer, under DIR/jwks (default: $XDG_STATE_HOME/meshgate, else "
+        "~/.local/state/meshgate)",
+    )
+    p.add_argument(
         "--insecure-xds",
         action="store_true",
         help="allow a non-loopback --xds-address without mutual TLS (not recommended)",
@@ -163,6 +184,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         xds_tls_key=a.xds_tls_key,
         xds_tls_client_ca=a.xds_tls_client_ca,
         insecure_xds=a.insecure_xds,
+        state_dir=a.state_dir,
     )
     try:
         settings.check()

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from xds_server.snapshot.snapshot import Snapshot
 
 from meshgate import __version__
+from meshgate.cli.status_jwks import format_jwks, keys_missing
 from meshgate.cli.up import fetch_status, run_up
 from meshgate.cli.up_options import add_up_arguments, up_options
 from meshgate.config_files import DEFAULT_MAX_CONFIG_FILES
@@ -176,6 +177,7 @@ def format_status(s: dict[str, Any]) -> str:
                 where += f":{e['line']}:{e.get('column') or 1}"
             path = f" {e['path']}:" if e.get("path") else ""
             out.append(f"  - {where}:{path} {e.get('message')}")
+    out += format_jwks(s)
     fleet = s.get("fleet") or {}
     envoys = s.get("envoys", [])
     n = fleet.get("connected", len(envoys))
@@ -238,9 +240,12 @@ def _cmd_status(a: argparse.Namespace) -> int:
 
 
 def unhealthy(status: dict[str, Any]) -> bool:
-    """The latest config was rejected, or some Envoy refuses the published snapshot."""
+    """The latest config was rejected, some Envoy refuses the published snapshot, or some
+    issuer has no signing keys in force (its tokens are all refused)."""
     cfg = status.get("config")
     if isinstance(cfg, dict) and cfg.get("errors"):
+        return True
+    if keys_missing(status):
         return True
     return any(envoy.get("state") == "refused" for envoy in status.get("envoys", []))
 

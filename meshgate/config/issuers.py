@@ -132,6 +132,13 @@ def _check_url(value: Any) -> Any:
     return value
 
 
+MIN_JWKS_REFRESH = timedelta(seconds=1)
+
+
+def _seconds(value: timedelta) -> str:
+    return f"{value.total_seconds():g}s"
+
+
 class Jwks(Model):
     """Where an issuer's signing keys come from, and how long a fetched set stays usable.
 
@@ -159,6 +166,19 @@ class Jwks(Model):
     @model_validator(mode="after")
     def _one_source(self) -> Jwks:
         exactly_one(self, ("url", "file", "inline"), "'jwks'")
+        if self.timeout <= timedelta(0):
+            raise ValueError("'timeout' must be more than 0 (one fetch of the keys)")
+        if self.refresh < MIN_JWKS_REFRESH:
+            raise ValueError(
+                f"'refresh' is {_seconds(self.refresh)}: at least 1s (the identity provider "
+                "would be asked for its keys without pause)"
+            )
+        if self.max_stale < self.refresh:
+            raise ValueError(
+                f"'max_stale' ({_seconds(self.max_stale)}) is shorter than 'refresh' "
+                f"({_seconds(self.refresh)}): the keys would expire between two fetches and "
+                "every token be refused; make 'max_stale' at least 'refresh'"
+            )
         return self
 
     @field_validator("inline")

@@ -3,7 +3,7 @@
 A source watches one thing and reports each change as an event; it never compiles, publishes
 or decides what wins. :mod:`xds_server.sources.state` keeps the latest event of every source
 and turns them into one compile input. So a new discovery source is one class with a ``run``
-that emits these three events, and nothing downstream changes.
+that emits these events, and nothing downstream changes.
 
 A config event carries *where* the config is, not the parsed model: parsing a large file is
 the expensive, memory-hungry step (a 100,000-route file took 566 MB), so it is done by the
@@ -19,6 +19,7 @@ from typing import Protocol
 
 from meshgate.config import Endpoint
 from meshgate.problems import Problem
+from xds_server.compiler.context import IssuerKeys
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,20 @@ class SourceError:
     digest: str
 
 
-SourceEvent = ConfigChanged | EndpointsChanged | SourceError
+@dataclass(frozen=True)
+class KeysChanged:
+    """The JWKS manager's complete current view: issuer name -> the signing keys in force.
+
+    Complete, like ``EndpointsChanged``: an issuer missing here has no usable keys (never
+    fetched, or older than its ``max_stale``), and the compiler gives it a key set no token
+    matches. Only URL and file sources appear; inline keys are in the config itself.
+    """
+
+    source: str
+    keys: Mapping[str, IssuerKeys] = field(default_factory=dict)
+
+
+SourceEvent = ConfigChanged | EndpointsChanged | KeysChanged | SourceError
 
 #: How a source hands an event over. Synchronous on purpose: the state decides at once and
 #: never blocks, so a source cannot be slowed down by a compile in progress.

@@ -16,7 +16,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from meshgate.config import Endpoint
-from xds_server.sources.base import ConfigChanged, EndpointsChanged, SourceError, SourceEvent
+from xds_server.compiler.context import IssuerKeys
+from xds_server.sources.base import (
+    ConfigChanged,
+    EndpointsChanged,
+    KeysChanged,
+    SourceError,
+    SourceEvent,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,8 @@ class CompileInput:
     #: this digest: the outcome for that content (published or rejected) still stands and the
     #: endpoints did not change since. None: compile in full.
     known_digest: str | None = None
+    #: Fetched signing keys by issuer name (the JWKS manager's latest view).
+    jwks: Mapping[str, IssuerKeys] = field(default_factory=dict)
 
 
 def merge_endpoints(
@@ -54,6 +63,8 @@ class SourceState:
     def __init__(self) -> None:
         self.config: ConfigChanged | None = None
         self.endpoints: dict[str, EndpointsChanged] = {}
+        #: The JWKS manager's latest view (it is the only source of keys).
+        self.keys: dict[str, IssuerKeys] = {}
         #: Sources that currently cannot deliver, by source name.
         self.errors: dict[str, SourceError] = {}
         self.generation = 0
@@ -74,6 +85,11 @@ class SourceState:
                 return None
             self.endpoints[event.source] = event
             self._settled_digest = None  # same file, new endpoints: compile in full
+        elif isinstance(event, KeysChanged):
+            if self.keys == dict(event.keys):
+                return None
+            self.keys = dict(event.keys)
+            self._settled_digest = None  # same file, new keys: compile in full
         else:
             self.config = event
         self.generation += 1
@@ -88,6 +104,7 @@ class SourceState:
             self.config,
             merge_endpoints(self.endpoints),
             self._settled_digest,
+            jwks={issuer: self.keys[issuer] for issuer in sorted(self.keys)},
         )
 
     def settle(self, generation: int, digest: str | None) -> None:

@@ -13,7 +13,7 @@ import hashlib
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +22,11 @@ from google.protobuf import any_pb2
 from meshgate.config import Endpoint
 from meshgate.config_files import DEFAULT_MAX_CONFIG_FILES, read_config_files
 from meshgate.files import DEFAULT_MAX_CONFIG_BYTES, Signature
-from meshgate.loader import parse_files
+from meshgate.loader import LoadedConfig, parse_files
 from meshgate.problems import ConfigError, Problem
 from meshgate.yaml_bounds import DEFAULT_LIMITS, YamlLimits
-from xds_server.compiler import compile_snapshot
+from xds_server.compiler import IssuerKeys, compile_snapshot
+from xds_server.jwks.source import JwksSource, jwks_sources
 from xds_server.publish.locate import located_in
 from xds_server.snapshot.snapshot import InconsistentSnapshotError, Resource, Snapshot
 from xds_server.worker.secret_values import read_loaded_secrets
@@ -42,6 +43,8 @@ class CompileJob:
     #: Seconds a file must have been left alone before it is read (see ``read_settled``).
     settle: float = 0.0
     max_files: int = DEFAULT_MAX_CONFIG_FILES
+    #: Fetched signing keys by issuer name (the JWKS manager's view; see CompileInput).
+    jwks: Mapping[str, IssuerKeys] = field(default_factory=dict)
 
 
 #: Every path the worker looked at, with its stat signature then (None: missing), so that
@@ -61,6 +64,8 @@ class Compiled:
     #: read + parse + validate + compile, inside the worker
     seconds: float
     watched: Watched = field(default=(), compare=False)
+    #: The config's URL and file JWKS sources (no keys): what the JWKS manager must fetch.
+    jwks_sources: tuple[JwksSource, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,10 @@ def run_job(job: CompileJob) -> Outcome:
         loaded = parse_files(files)
         labels = {"source": loaded.source, "digest": digest}
         secrets = read_loaded_secrets(loaded)
-        snapshot = compile_snapshot(loaded.config, job.discovered, labels, secrets=secrets)
+        snapshot = compile_snapshot(
+            loaded.config, job.discovered, labels, jwks=job.jwks, secrets=secrets
+        )
+        sources = jwks_sources(loaded.config, _declaring_dir(loaded))
     except ConfigError as exc:
         return Rejected(digest, tuple(exc.report()), watched)
     except InconsistentSnapshotError as exc:
@@ -121,7 +129,20 @@ def run_job(job: CompileJob) -> Outcome:
         for by_name in snapshot.resources.values()
         for r in by_name.values()
     )
-    return Compiled(digest, resources, labels, time.perf_counter() - started, watched)
+    return Compiled(digest, resources, labels, time.perf_counter() - started, watched, sources)
+
+
+def _declaring_dir(loaded: LoadedConfig) -> Callable[[int], str]:
+    """Issuer index -> the directory of the file that names its ``jwks.file`` (a config may
+    be split across files; a relative path is relative to its own file, as for secrets)."""
+    origins = loaded.origins
+
+    def base(index: int) -> str:
+        where, _ = origins.origin(("issuers", index, "jwks", "file"))
+        path = origins.files[where].path if where is not None else origins.root
+        return str(Path(path).parent)
+
+    return base
 
 
 def locate_in_file(job: CompileJob, digest: str, message: str) -> list[Problem]:

@@ -231,6 +231,7 @@ class CompileRunner:
             self.limits,
             settle=self.settle,
             max_files=self.max_files,
+            jwks=request.jwks,
         )
         try:
             data, code = await self._run(self._target, (job,), self._started)

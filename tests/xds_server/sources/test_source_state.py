@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from meshgate.config import Endpoint
 from meshgate.problems import Problem
-from xds_server.sources.base import ConfigChanged, EndpointsChanged, SourceError
+from xds_server.compiler.context import IssuerKeys
+from xds_server.sources.base import ConfigChanged, EndpointsChanged, KeysChanged, SourceError
 from xds_server.sources.state import SourceState, merge_endpoints
 
 FILE = "file:/etc/gw.yaml"
@@ -79,3 +80,21 @@ def test_a_source_error_is_kept_until_that_source_delivers_again() -> None:
     assert FILE not in state.errors
     # the file came back: even with its old content, it is compiled and reported again
     assert back is not None and back.known_digest is None
+
+
+def test_new_keys_recompile_in_full_and_the_same_keys_do_nothing() -> None:
+    keys = {"corp": IssuerKeys("url:https://idp/jwks", '{"keys":[]}')}
+    state = SourceState()
+    # keys known before the config (read from disk at start): carried by the first input
+    assert state.apply(KeysChanged("jwks", keys)) is None
+    first = state.apply(config_changed())
+    assert first is not None and first.jwks == keys
+    state.settle(first.generation, "abc")
+    rotated = {"corp": IssuerKeys("url:https://idp/jwks", '{"keys":[1]}')}
+    second = state.apply(KeysChanged("jwks", rotated))
+    # the file did not change, but the worker must not answer "unchanged" from its digest
+    assert second is not None and second.known_digest is None and second.jwks == rotated
+    state.settle(second.generation, "abc")
+    assert state.apply(KeysChanged("jwks", dict(rotated))) is None
+    dropped = state.apply(KeysChanged("jwks", {}))
+    assert dropped is not None and dropped.jwks == {}

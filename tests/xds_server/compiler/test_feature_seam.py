@@ -90,7 +90,7 @@ def test_the_order_table() -> None:
         "envoy.filters.http.compressor.",
         "envoy.filters.http.header_mutation",
         "envoy.filters.http.rbac.ip",
-        "envoy.filters.http.oauth2",
+        "envoy.filters.http.oauth2.",
         "envoy.filters.http.jwt_authn",
         "envoy.filters.http.rbac.token",
         "envoy.filters.http.rbac.deny",

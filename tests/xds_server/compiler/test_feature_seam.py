@@ -306,6 +306,7 @@ def test_hooks_are_indexed_by_what_a_feature_overrides() -> None:
         "client_headers",
         "ip_rules",
         "jwt",
+        "oauth2",
         "policy",
     ]
     assert [f.name for f in features.patch_hcm] == [
@@ -315,7 +316,7 @@ def test_hooks_are_indexed_by_what_a_feature_overrides() -> None:
         "jwt",
         "policy",
     ]
-    assert [f.name for f in features.extra_resources] == ["jwt"]
+    assert [f.name for f in features.extra_resources] == ["jwt", "oauth2"]
 
 
 # --- one compile context, no module state -----------------------------------------------------

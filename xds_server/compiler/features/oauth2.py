@@ -48,6 +48,7 @@ from google.protobuf import wrappers_pb2
 
 from meshgate.config import GatewayConfig, Listener, Route, VirtualHost
 from meshgate.config.identity import Login, SecretRef
+from meshgate.config.login_refs import enforced_login
 from xds_server.compiler.context import CompileContext, ListenerContext, VirtualHostContext
 from xds_server.compiler.feature import Feature
 from xds_server.compiler.filters import disable, enable, http_filter
@@ -94,18 +95,11 @@ def hmac_secret_name(login: str) -> str:
 # --- who uses which login ---------------------------------------------------------------------
 
 
-def route_login(vhost: VirtualHost, route: Route) -> str | None:
-    """The login a route enforces: its own, else its virtual host's, unless it is public."""
-    if route.login is not None:
-        return route.login
-    return None if route.public else vhost.login
-
-
 def vhost_logins(vhost: VirtualHost) -> list[str]:
     """The logins some route of ``vhost`` enforces, in first-use order."""
     seen: dict[str, None] = {}
     for route in vhost.routes:
-        name = route_login(vhost, route)
+        name = enforced_login(vhost, route)
         if name is not None:
             seen.setdefault(name, None)
     return list(seen)
@@ -296,7 +290,7 @@ class OAuth2(Feature):
         ]
 
     def patch_route(self, ctx: VirtualHostContext, route: Route, out: rc_pb2.Route) -> None:
-        login = route_login(ctx.vhost, route)
+        login = enforced_login(ctx.vhost, route)
         if login is not None:
             out.typed_per_filter_config[oauth2_filter(login)].CopyFrom(enable())
 

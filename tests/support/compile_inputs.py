@@ -1,0 +1,17 @@
+"""Inputs the compiler takes besides the config, made up for tests that compile a file.
+
+The control plane's compile job reads secrets from the environment and files; goldens and
+the Envoy validation of every golden compile without either. They get placeholder values:
+deterministic (goldens must not change from run to run), long enough to pass the compiler's
+checks, and obviously not real.
+"""
+
+from __future__ import annotations
+
+from meshgate.config import GatewayConfig
+
+
+def placeholder_secrets(config: GatewayConfig) -> dict[str, str]:
+    """A value for every secret the config names, by ``SecretRef.key()``."""
+    refs = [ref for login in config.logins for ref in (login.client_secret, login.hmac_secret)]
+    return {ref.key(): f"placeholder-secret-value-for-tests:{ref.key()}" for ref in refs}

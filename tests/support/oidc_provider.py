@@ -85,6 +85,8 @@ class OidcProvider:
     ended_sessions: list[dict[str, str]] = field(default_factory=list)
     #: Access tokens issued, in order.
     access_tokens: list[str] = field(default_factory=list)
+    #: ID tokens issued, in order.
+    id_tokens: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.key = SigningKey.rsa("idp-1")
@@ -303,6 +305,7 @@ class OidcProvider:
         }
         if "openid" in scope.split():
             out["id_token"] = self.key.sign(id_claims)
+            self.id_tokens.append(out["id_token"])
         if with_refresh:
             refresh = secrets.token_urlsafe(32)
             with self._lock:

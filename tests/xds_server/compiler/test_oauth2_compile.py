@@ -9,6 +9,7 @@ missing or too weak.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -34,6 +35,7 @@ from xds_server.compiler.features.oauth2 import (
     MIN_HMAC_SECRET_BYTES,
     SYSTEM_CA_BUNDLE,
 )
+from xds_server.publish.validation import ValidateModeValidator
 from xds_server.snapshot.snapshot import CLUSTER, LISTENER, ROUTE, InconsistentSnapshotError
 
 SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
@@ -463,3 +465,14 @@ def test_guide_error_samples_are_real() -> None:
         "login 'corp': client_secret (env:CLIENT_SECRET) has no value (the control plane "
         "could not read it); the login cannot be served without it"
     ) in section
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("line", "text"), GUIDE_EXAMPLES, ids=[f"ex{n}" for n, _ in GUIDE_EXAMPLES]
+)
+def test_guide_example_is_accepted_by_envoy(line: int, text: str) -> None:
+    config = parse_config(text, f"security.md example {line}").config
+    snapshot = compile_snapshot(config, secrets=placeholder_secrets(config))
+    objections = asyncio.run(ValidateModeValidator().validate(snapshot))
+    assert objections == [], f"Envoy refuses the example at security.md:{line}"

@@ -368,7 +368,8 @@ def test_the_secrets_appear_nowhere(gw: Gateway) -> None:
     secret_types = [c for c in dump["configs"] if c["@type"].endswith("SecretsConfigDump")]
     assert secret_types, "Envoy's config dump should list the SDS secrets"
     names = json.dumps(secret_types)
-    assert "oauth2/corp/client_secret" in names and "oauth2/corp/hmac_secret" in names
+    assert "meshgate/login/corp/client_secret" in names
+    assert "meshgate/login/corp/hmac_secret" in names
     for where, text in outputs.items():
         for secret in (CLIENT_SECRET, HMAC_SECRET, SHORT_HMAC):
             assert secret not in text, f"a secret value is in the {where}"

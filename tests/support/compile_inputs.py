@@ -9,9 +9,12 @@ checks, and obviously not real.
 from __future__ import annotations
 
 from meshgate.config import GatewayConfig
+from xds_server.worker.secret_values import secret_refs
 
 
 def placeholder_secrets(config: GatewayConfig) -> dict[str, str]:
     """A value for every secret the config names, by ``SecretRef.key()``."""
-    refs = [ref for login in config.logins for ref in (login.client_secret, login.hmac_secret)]
-    return {ref.key(): f"placeholder-secret-value-for-tests:{ref.key()}" for ref in refs}
+    return {
+        ref.key(): f"placeholder-secret-value-for-tests:{ref.key()}"
+        for _, ref in secret_refs(config)
+    }

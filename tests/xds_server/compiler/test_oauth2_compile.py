@@ -35,10 +35,16 @@ from xds_server.compiler.features.oauth2 import (
     MIN_HMAC_SECRET_BYTES,
     SYSTEM_CA_BUNDLE,
 )
+from xds_server.compiler.secrets import MissingSecretError
 from xds_server.publish.validation import ValidateModeValidator
-from xds_server.snapshot.snapshot import CLUSTER, LISTENER, ROUTE, InconsistentSnapshotError
+from xds_server.snapshot.snapshot import (
+    CLUSTER,
+    LISTENER,
+    ROUTE,
+    SECRET,
+    InconsistentSnapshotError,
+)
 
-SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 CLIENT_SECRET = "client-secret-value-3f9a1c"
 HMAC_SECRET = "hmac-secret-value-0123456789abcdef-0123456789"
 SECRETS = {"env:CLIENT_SECRET": CLIENT_SECRET, "env:HMAC_SECRET": HMAC_SECRET}
@@ -294,8 +300,8 @@ def test_secrets_are_sds_references_and_their_values_only_in_secret_resources() 
     config = _config(login="corp")
     snapshot = compile_snapshot(config, secrets=SECRETS)
     creds = _oauth2(config).credentials
-    assert creds.token_secret.name == "oauth2/corp/client_secret"
-    assert creds.hmac_secret.name == "oauth2/corp/hmac_secret"
+    assert creds.token_secret.name == "meshgate/login/corp/client_secret"
+    assert creds.hmac_secret.name == "meshgate/login/corp/hmac_secret"
     assert creds.token_secret.sds_config.HasField("ads")
     assert creds.hmac_secret.sds_config.HasField("ads")
     values = {}
@@ -305,8 +311,8 @@ def test_secrets_are_sds_references_and_their_values_only_in_secret_resources() 
         assert secret.name == name
         values[name] = secret.generic_secret.secret.inline_string
     assert values == {
-        "oauth2/corp/client_secret": CLIENT_SECRET,
-        "oauth2/corp/hmac_secret": HMAC_SECRET,
+        "meshgate/login/corp/client_secret": CLIENT_SECRET,
+        "meshgate/login/corp/hmac_secret": HMAC_SECRET,
     }
     for type_url in (CLUSTER, LISTENER, ROUTE):
         for res in snapshot.of_type(type_url).values():
@@ -322,20 +328,18 @@ def test_a_secret_shared_by_two_logins_is_served_to_each() -> None:
     ]
     snapshot = compile_snapshot(_config(routes=routes, logins=logins), secrets=SECRETS)
     assert sorted(snapshot.of_type(SECRET)) == [
-        "oauth2/corp/client_secret",
-        "oauth2/corp/hmac_secret",
-        "oauth2/ops/client_secret",
-        "oauth2/ops/hmac_secret",
+        "meshgate/login/corp/client_secret",
+        "meshgate/login/corp/hmac_secret",
+        "meshgate/login/ops/client_secret",
+        "meshgate/login/ops/hmac_secret",
     ]
 
 
 def test_a_missing_secret_stops_the_compile_without_a_guess() -> None:
-    with pytest.raises(InconsistentSnapshotError) as info:
+    """The compile job reads every secret first (and rejects the config at the secret's
+    place when it cannot); a compile without the value never makes one up."""
+    with pytest.raises(MissingSecretError, match="env:CLIENT_SECRET"):
         compile_snapshot(_config(login="corp"), secrets={"env:HMAC_SECRET": HMAC_SECRET})
-    assert str(info.value) == (
-        "login 'corp': client_secret (env:CLIENT_SECRET) has no value (the control plane "
-        "could not read it); the login cannot be served without it"
-    )
 
 
 def test_a_short_hmac_secret_is_refused_and_never_quoted() -> None:
@@ -460,10 +464,11 @@ def test_guide_error_samples_are_real() -> None:
         for line in path.read_text(encoding="utf-8").splitlines()
     }
     assert [s for s in samples if s not in real] == []
-    # The missing-secret sample is the compiler's own message (test above).
+    # The weak-secret sample is the compiler's own message (test above).
     assert (
-        "login 'corp': client_secret (env:CLIENT_SECRET) has no value (the control plane "
-        "could not read it); the login cannot be served without it"
+        f"login 'corp': hmac_secret (env:HMAC_SECRET) is 7 bytes long; use at least "
+        f"{MIN_HMAC_SECRET_BYTES} random bytes (for example the output of 'openssl rand "
+        "-base64 32'), or the signed cookies can be forged"
     ) in section
 
 

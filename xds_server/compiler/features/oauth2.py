@@ -42,12 +42,12 @@ from envoy.extensions.filters.http.oauth2.v3 import oauth_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.type.matcher.v3 import path_pb2, string_pb2
 from google.protobuf import wrappers_pb2
 
 from meshgate.config import GatewayConfig, Listener, Route, VirtualHost
-from meshgate.config.identity import Login, SecretRef
+from meshgate.config.identity import Login
 from meshgate.config.login_refs import enforced_login
 from xds_server.compiler.context import CompileContext, ListenerContext, VirtualHostContext
 from xds_server.compiler.feature import Feature
@@ -61,7 +61,13 @@ from xds_server.compiler.identity_names import (
     login_cookies,
     oauth2_filter,
 )
-from xds_server.compiler.protos import ADS, duration, pack
+from xds_server.compiler.protos import duration, pack
+from xds_server.compiler.secrets import (
+    generic_secret_resource,
+    sds_secret_config,
+    secret_name,
+    secret_value,
+)
 from xds_server.snapshot.snapshot import InconsistentSnapshotError, Resource
 
 #: One call of the token endpoint (code exchange or refresh) may take this long.
@@ -85,11 +91,12 @@ def token_cluster_name(login: str) -> str:
 
 
 def client_secret_name(login: str) -> str:
-    return f"oauth2/{login}/client_secret"
+    """The SDS name of a login's client secret: ``meshgate/login/<login>/client_secret``."""
+    return secret_name(f"login/{login}", "client_secret")
 
 
 def hmac_secret_name(login: str) -> str:
-    return f"oauth2/{login}/hmac_secret"
+    return secret_name(f"login/{login}", "hmac_secret")
 
 
 # --- who uses which login ---------------------------------------------------------------------
@@ -120,11 +127,6 @@ def used_logins(config: GatewayConfig) -> list[Login]:
 # --- the filter -------------------------------------------------------------------------------
 
 
-def _sds(name: str) -> secret_pb2.SdsSecretConfig:
-    """A secret Envoy asks the control plane for, over the ADS stream."""
-    return secret_pb2.SdsSecretConfig(name=name, sds_config=ADS)
-
-
 def _exact(path: str) -> path_pb2.PathMatcher:
     return path_pb2.PathMatcher(path=string_pb2.StringMatcher(exact=path))
 
@@ -142,8 +144,8 @@ def oauth2_config(login: Login) -> oauth_pb2.OAuth2:
         end_session_endpoint=login.effective_end_session_endpoint() or "",
         credentials=oauth_pb2.OAuth2Credentials(
             client_id=login.client_id,
-            token_secret=_sds(client_secret_name(login.name)),
-            hmac_secret=_sds(hmac_secret_name(login.name)),
+            token_secret=sds_secret_config(client_secret_name(login.name)),
+            hmac_secret=sds_secret_config(hmac_secret_name(login.name)),
             cookie_names=cookies,
         ),
         # The scheme the client used (Envoy sets x-forwarded-proto) and the host it asked
@@ -248,35 +250,18 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def secret_value(ctx: CompileContext, login: Login, field: str, ref: SecretRef) -> str:
-    """The value the compile job read for ``ref``; never guessed, never defaulted: a missing
-    or weak secret stops the compile (the last good config keeps serving)."""
-    value = ctx.secrets.get(ref.key())
-    if value is None:
+def hmac_secret_value(ctx: CompileContext, login: Login) -> str:
+    """The HMAC secret the compile job read; a weak one stops the compile (the last good
+    config keeps serving) rather than let cookies be forged."""
+    value = secret_value(ctx, login.hmac_secret)
+    size = len(value.encode())
+    if size < MIN_HMAC_SECRET_BYTES:
         raise InconsistentSnapshotError(
-            f"login {login.name!r}: {field} ({ref.key()}) has no value (the control plane "
-            "could not read it); the login cannot be served without it"
-        )
-    if field == "hmac_secret" and len(value.encode()) < MIN_HMAC_SECRET_BYTES:
-        raise InconsistentSnapshotError(
-            f"login {login.name!r}: hmac_secret ({ref.key()}) is {len(value.encode())} bytes "
+            f"login {login.name!r}: hmac_secret ({login.hmac_secret.key()}) is {size} bytes "
             f"long; use at least {MIN_HMAC_SECRET_BYTES} random bytes (for example the output "
             "of 'openssl rand -base64 32'), or the signed cookies can be forged"
         )
     return value
-
-
-def generic_secret(name: str, value: str) -> Resource:
-    """An SDS resource holding one opaque value (``generic_secret``)."""
-    return Resource.of(
-        name,
-        secret_pb2.Secret(
-            name=name,
-            generic_secret=secret_pb2.GenericSecret(
-                secret=base_pb2.DataSource(inline_string=value)
-            ),
-        ),
-    )
 
 
 class OAuth2(Feature):
@@ -312,8 +297,8 @@ class OAuth2(Feature):
         out: list[Resource] = []
         for login in used_logins(ctx.config):
             out.append(Resource.of(token_cluster_name(login.name), token_cluster(login)))
-            client = secret_value(ctx, login, "client_secret", login.client_secret)
-            hmac = secret_value(ctx, login, "hmac_secret", login.hmac_secret)
-            out.append(generic_secret(client_secret_name(login.name), client))
-            out.append(generic_secret(hmac_secret_name(login.name), hmac))
+            client = secret_value(ctx, login.client_secret)
+            out.append(generic_secret_resource(client_secret_name(login.name), client))
+            hmac = hmac_secret_value(ctx, login)
+            out.append(generic_secret_resource(hmac_secret_name(login.name), hmac))
         return out

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.integration
 CLIENT_SECRET = "s3cret-client-9f1c2a7be04d4c1f"
 HMAC_SECRET = "hmac-6f0e2b1d9c8a7f6e5d4c3b2a1908f7e6d5c4b3a2"
 SHORT_HMAC = "hmac-short-6f0e2b1d9c8a7f6e5d4c3b2a1908f7e6d5c4"
+ROTATED_CLIENT_SECRET = "s3cret-rotated-5b7d0e9a3c1f"
 HMAC_ENV = "MESHGATE_TEST_LOGIN_HMAC"
 
 
@@ -46,7 +47,8 @@ class Gateway:
     short: OidcProvider
     gh: OidcProvider
     config_path: Path
-    secret_files: list[Path]
+    #: The gh login's client secret, which a test rotates.
+    gh_secret_file: Path
 
 
 def _login(name: str, idp: OidcProvider, secret: dict[str, str], **extra: Any) -> dict[str, Any]:
@@ -54,7 +56,7 @@ def _login(name: str, idp: OidcProvider, secret: dict[str, str], **extra: Any) -
         "name": name,
         "provider": "oidc",
         "client_id": idp.client_id,
-        "client_secret": {"file": secret["client"]},
+        "client_secret": {"file": secret["gh-client" if name == "gh" else "client"]},
         "hmac_secret": {"env": HMAC_ENV} if name == "corp" else {"file": secret["hmac"]},
         "authorization_endpoint": idp.authorization_endpoint,
         "token_endpoint": idp.token_endpoint,
@@ -70,9 +72,11 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     gh = OidcProvider("Iv1.gh", CLIENT_SECRET, style="github").start()
     client_file = tmp / "client-secret"
     client_file.write_text(CLIENT_SECRET + "\n")
+    gh_client_file = tmp / "gh-client-secret"
+    gh_client_file.write_text(CLIENT_SECRET)
     hmac_file = tmp / "short-hmac"
     hmac_file.write_text(SHORT_HMAC)
-    files = {"client": str(client_file), "hmac": str(hmac_file)}
+    files = {"client": str(client_file), "gh-client": str(gh_client_file), "hmac": str(hmac_file)}
     upstreams = Upstreams(["web"])
     port = free_port()
     routes = [
@@ -115,7 +119,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     envoy = Envoy(cp.xds_port, keep_log=True)
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: _status(base, "/healthz") == 200, 20, "the gateway to serve")
-    yield Gateway(base, cp, envoy, corp, short, gh, config_path, [client_file, hmac_file])
+    yield Gateway(base, cp, envoy, corp, short, gh, config_path, gh_client_file)
     envoy.stop()
     cp.stop()
     upstreams.stop()
@@ -323,7 +327,28 @@ def test_logins_on_one_host_keep_their_own_cookies(gw: Gateway) -> None:
     )
 
 
-# --- the secrets never show -------------------------------------------------------------------
+# --- secrets: rotated over SDS, shown nowhere -------------------------------------------------
+
+
+def _listener_version(envoy: Envoy) -> str:
+    dump = json.loads(envoy.process.admin_get("/config_dump?resource=dynamic_listeners"))
+    [listener] = [c for c in dump["configs"] if c["name"] == "public"]
+    return str(listener["active_state"]["version_info"])
+
+
+def test_a_rotated_client_secret_reaches_envoy_without_a_listener_update(gw: Gateway) -> None:
+    _sign_in(gw, "/gh/before")
+    listener = _listener_version(gw.envoy)
+    gw.gh.client_secret = ROTATED_CLIENT_SECRET  # the provider now wants the new one
+    gw.gh_secret_file.write_text(ROTATED_CLIENT_SECRET)
+    # The value is read when the config is compiled: an edit of the config brings it in.
+    gw.config_path.write_text(gw.config_path.read_text() + "\n# client secret rotated\n")
+
+    def signs_in() -> bool:
+        return Browser().navigate(gw.base + "/gh/after").status_code == 200
+
+    wait_until(signs_in, 20, "a sign-in with the rotated client secret")
+    assert _listener_version(gw.envoy) == listener  # only SDS changed: nothing drained
 
 
 def _everything_the_run_wrote(gw: Gateway) -> dict[str, str]:
@@ -371,5 +396,5 @@ def test_the_secrets_appear_nowhere(gw: Gateway) -> None:
     assert "meshgate/login/corp/client_secret" in names
     assert "meshgate/login/corp/hmac_secret" in names
     for where, text in outputs.items():
-        for secret in (CLIENT_SECRET, HMAC_SECRET, SHORT_HMAC):
+        for secret in (CLIENT_SECRET, HMAC_SECRET, SHORT_HMAC, ROTATED_CLIENT_SECRET):
             assert secret not in text, f"a secret value is in the {where}"

@@ -268,7 +268,12 @@ class OAuth2(Feature):
     name = "oauth2"
     http_filter_names = (OAUTH2_FILTER,)
 
+    # A config without logins (most) costs one attribute check per hook, not a walk of its
+    # routes.
+
     def http_filters(self, ctx: ListenerContext) -> list[hcm_pb2.HttpFilter]:
+        if not ctx.config.logins:
+            return []
         return [
             http_filter(oauth2_filter(login.name), oauth2_config(login), disabled=True)
             for login in listener_logins(ctx.config, ctx.listener)
@@ -280,6 +285,8 @@ class OAuth2(Feature):
             out.typed_per_filter_config[oauth2_filter(login)].CopyFrom(enable())
 
     def patch_vhost(self, ctx: VirtualHostContext, out: rc_pb2.VirtualHost) -> None:
+        if not ctx.config.logins:
+            return
         names = vhost_logins(ctx.vhost)
         if not names:
             return
@@ -295,6 +302,8 @@ class OAuth2(Feature):
 
     def extra_resources(self, ctx: CompileContext) -> list[Resource]:
         out: list[Resource] = []
+        if not ctx.config.logins:
+            return out
         for login in used_logins(ctx.config):
             out.append(Resource.of(token_cluster_name(login.name), token_cluster(login)))
             client = secret_value(ctx, login.client_secret)

@@ -2,7 +2,8 @@
 
 One gateway serves every test of the module: an OpenID Connect login for the whole virtual
 host (``corp``), one whose access tokens live two seconds (``short``, for refreshing), one on a
-provider that answers like GitHub (``gh``), and a public health route. The browser is
+provider that answers like GitHub (``gh``), a public health route, and a second virtual host
+(``localhost:<port>``) where ``corp``'s ID token feeds a JWT policy with a role. The browser is
 :class:`tests.support.browser.Browser`: cookies kept per host, redirects followed one by one.
 The secrets reach the control plane from a file and an environment variable, and Envoy over
 SDS; the last tests look for them everywhere the run wrote something.
@@ -26,6 +27,7 @@ import pytest
 from meshgate.proxy.envoy_process import free_port
 from tests.support.browser import Browser
 from tests.support.oidc_provider import OidcProvider
+from tests.support.tokens import jwks_of
 
 from .harness import ControlPlane, Envoy, Upstreams, wait_until, write_config
 
@@ -35,6 +37,7 @@ CLIENT_SECRET = "s3cret-client-9f1c2a7be04d4c1f"
 HMAC_SECRET = "hmac-6f0e2b1d9c8a7f6e5d4c3b2a1908f7e6d5c4b3a2"
 SHORT_HMAC = "hmac-short-6f0e2b1d9c8a7f6e5d4c3b2a1908f7e6d5c4"
 ROTATED_CLIENT_SECRET = "s3cret-rotated-5b7d0e9a3c1f"
+ALICE = {"email": "alice@example.com", "roles": ["staff"]}
 HMAC_ENV = "MESHGATE_TEST_LOGIN_HMAC"
 
 
@@ -67,7 +70,7 @@ def _login(name: str, idp: OidcProvider, secret: dict[str, str], **extra: Any) -
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("oauth2")
-    corp = OidcProvider("gateway", CLIENT_SECRET, claims={"email": "alice@example.com"}).start()
+    corp = OidcProvider("gateway", CLIENT_SECRET, claims=dict(ALICE)).start()
     short = OidcProvider("gateway-short", CLIENT_SECRET, access_ttl=2).start()
     gh = OidcProvider("Iv1.gh", CLIENT_SECRET, style="github").start()
     client_file = tmp / "client-secret"
@@ -91,7 +94,17 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
                 "name": "public",
                 "address": "127.0.0.1",
                 "port": port,
-                "virtual_hosts": [{"name": "app", "login": "corp", "routes": routes}],
+                "virtual_hosts": [
+                    # The ID token of the same login feeds a JWT policy on every route here.
+                    {
+                        "name": "staff",
+                        "domains": [f"localhost:{port}"],
+                        "login": "corp",
+                        "policy": "staff-only",
+                        "routes": [{"name": "team", "match": {"prefix": "/"}, "service": "web"}],
+                    },
+                    {"name": "app", "login": "corp", "routes": routes},
+                ],
             }
         ],
         "logins": [
@@ -108,6 +121,18 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
                 "provider": "github",
             },
         ],
+        "issuers": [
+            {
+                "name": "corp-id",
+                "issuer": corp.issuer,
+                "audiences": corp.client_id,
+                "jwks": {"inline": jwks_of(corp.key)},
+                "tokens": [{"cookie": "IdToken-corp"}],
+                "forward_token": True,
+            }
+        ],
+        "roles": [{"name": "staff", "permissions": [{"paths": ["/**"]}]}],
+        "policies": [{"name": "staff-only", "issuers": ["corp-id"], "roles": ["staff"]}],
         "services": [
             {"name": "web", "endpoints": [{"address": "127.0.0.1", "port": upstreams.ports["web"]}]}
         ],
@@ -184,7 +209,11 @@ def test_sign_in_redirect_callback_cookie_and_bearer_token_upstream(gw: Gateway)
     assert page.status_code == 200
     assert seen["path"] == "/reports" and seen["query"] == "week=3"
     assert seen["headers"]["authorization"] == f"Bearer {gw.corp.access_tokens[-1]}"
-    assert "RefreshToken-corp" not in seen["headers"].get("cookie", "")
+    upstream_cookies = seen["headers"].get("cookie", "")
+    assert "RefreshToken-corp" not in upstream_cookies
+    # documented in security.md: Envoy passes the decrypted access and ID tokens on as cookies
+    assert f"BearerToken-corp={gw.corp.access_tokens[-1]}" in upstream_cookies
+    assert f"IdToken-corp={gw.corp.id_tokens[-1]}" in upstream_cookies
 
 
 def test_a_signed_in_browser_is_not_sent_to_the_provider_again(gw: Gateway) -> None:
@@ -259,6 +288,8 @@ def test_an_expired_access_token_is_refreshed_without_a_new_sign_in(gw: Gateway)
     assert gw.short.grants("refresh_token"), "Envoy did not use the refresh token"
     assert seen["authorization"] == f"Bearer {gw.short.access_tokens[-1]}"
     assert seen["authorization"] != first_token
+    # the filters after oauth2 (jwt_authn) already see the renewed ID token in this request
+    assert f"IdToken-short={gw.short.id_tokens[-1]}" in seen["cookie"]
     assert "BearerToken-short" in {
         h.split("=", 1)[0] for h in response.headers.get_list("set-cookie")
     }
@@ -325,6 +356,24 @@ def test_logins_on_one_host_keep_their_own_cookies(gw: Gateway) -> None:
     assert _upstream_saw(browser.get(gw.base + "/reports"))["authorization"] == (
         f"Bearer {gw.corp.access_tokens[-1]}"
     )
+
+
+def test_the_id_token_feeds_a_jwt_policy_on_the_same_routes(gw: Gateway) -> None:
+    """The oauth2 filter signs the browser in; jwt_authn verifies the ID token it hands on in
+    the IdToken cookie; the policy's roles decide. The callback itself needs no token."""
+    staff = gw.base.replace("127.0.0.1", "localhost")
+    page = Browser().navigate(staff + "/team")
+    assert page.status_code == 200, page.text
+    seen = page.json()["headers"]
+    assert seen["x-meshgate-subject"] == "alice"
+    assert "staff" in seen["x-meshgate-roles"]
+    gw.corp.claims = {**ALICE, "roles": ["visitor"]}  # someone signed in without the role
+    try:
+        denied = Browser().navigate(staff + "/team")
+    finally:
+        gw.corp.claims = dict(ALICE)
+    assert denied.status_code == 403
+    assert Browser().get(staff + "/team").status_code == 302  # no session: sign in first
 
 
 # --- secrets: rotated over SDS, shown nowhere -------------------------------------------------

@@ -80,7 +80,10 @@ SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 #: A shorter HMAC secret could be guessed offline from one signed cookie.
 MIN_HMAC_SECRET_BYTES = 32
 #: Filters a sign-in callback or sign-out must not be held up by (the oauth2 filter answers
-#: those requests itself; they never reach an upstream).
+#: those requests itself; they never reach an upstream, and a browser coming back from the
+#: provider has no token yet). The policy features switch these on per route today, so the
+#: login's own routes would not run them anyway; switching them off explicitly keeps it so if
+#: one is ever switched on for a whole virtual host.
 _NOT_ON_LOGIN_PATHS = (JWT_FILTER, TOKEN_RBAC_FILTER, DENY_RBAC_FILTER, ALLOW_RBAC_FILTER)
 _SAME_SITE = oauth_pb2.CookieConfig(same_site=oauth_pb2.CookieConfig.LAX)
 

@@ -27,7 +27,6 @@ import pytest
 from meshgate.proxy.envoy_process import free_port
 from tests.support.browser import Browser
 from tests.support.oidc_provider import OidcProvider
-from tests.support.tokens import jwks_of
 
 from .harness import ControlPlane, Envoy, Upstreams, wait_until, write_config
 
@@ -126,7 +125,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
                 "name": "corp-id",
                 "issuer": corp.issuer,
                 "audiences": corp.client_id,
-                "jwks": {"inline": jwks_of(corp.key)},
+                "jwks": {"url": corp.jwks_uri},  # fetched by the control plane
                 "tokens": [{"cookie": "IdToken-corp"}],
                 "forward_token": True,
             }
@@ -362,8 +361,12 @@ def test_the_id_token_feeds_a_jwt_policy_on_the_same_routes(gw: Gateway) -> None
     """The oauth2 filter signs the browser in; jwt_authn verifies the ID token it hands on in
     the IdToken cookie; the policy's roles decide. The callback itself needs no token."""
     staff = gw.base.replace("127.0.0.1", "localhost")
-    page = Browser().navigate(staff + "/team")
-    assert page.status_code == 200, page.text
+
+    def signed_in_page() -> Any:  # the control plane fetches the provider's keys at start
+        page = Browser().navigate(staff + "/team")
+        return page if page.status_code == 200 else None
+
+    page = wait_until(signed_in_page, 15, "the ID token to pass the JWT policy")
     seen = page.json()["headers"]
     assert seen["x-meshgate-subject"] == "alice"
     assert "staff" in seen["x-meshgate-roles"]

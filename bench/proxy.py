@@ -56,9 +56,17 @@ from benchlib import (
 )
 
 from meshgate.proxy.envoy_process import free_port
+from tests.support.browser import Browser
+from tests.support.oidc_provider import OidcProvider
 
 REFERENCE = "plain"
 UPSTREAM_SERVICE = "fast-upstream"
+BENCH_LOGIN = "bench"
+#: The bench login's secrets, passed to the control plane in its environment.
+_LOGIN_SECRETS = {
+    "MESHGATE_BENCH_CLIENT_SECRET": "bench-client-secret-0f1e2d3c4b5a",
+    "MESHGATE_BENCH_HMAC_SECRET": "bench-hmac-secret-0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+}
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,9 @@ class Scenario:
     headers: dict[str, str] = field(default_factory=dict)
     #: Top-level config sections the routes need (issuers, roles, policies).
     config: Callable[[], dict[str, Any]] = field(default=lambda: {})
+    #: The route needs a signed-in browser: the bench starts a local identity provider, adds
+    #: the ``bench`` login, signs in once and sends the session cookies with every request.
+    signed_in: bool = False
 
 
 #: The identity provider of the ``jwt_roles`` scenario (an RSA key made once per run).
@@ -185,6 +196,21 @@ SCENARIOS: dict[str, Scenario] = {
             headers={"Authorization": f"Bearer {IDP.token(roles=['reader'], tenant='t1')}"},
             config=_jwt_roles_config,
         ),
+        Scenario(
+            name="only-login",
+            path="/only-login",
+            description="plain plus browser sign-in: a session's cookies checked (HMAC) and "
+            "decrypted, the access token forwarded (issue 8)",
+            routes=lambda: [
+                {
+                    "name": "only-login",
+                    "match": {"prefix": "/only-login"},
+                    "service": UPSTREAM_SERVICE,
+                    "login": BENCH_LOGIN,
+                }
+            ],
+            signed_in=True,
+        ),
         *[
             Scenario(
                 name=f"only-{name}",
@@ -219,8 +245,33 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+def login_config(idp: OidcProvider) -> dict[str, Any]:
+    """The ``bench`` login, against the local provider (tokens valid for an hour)."""
+    return {
+        "name": BENCH_LOGIN,
+        "provider": "oidc",
+        "client_id": idp.client_id,
+        "client_secret": {"env": "MESHGATE_BENCH_CLIENT_SECRET"},
+        "hmac_secret": {"env": "MESHGATE_BENCH_HMAC_SECRET"},
+        "authorization_endpoint": idp.authorization_endpoint,
+        "token_endpoint": idp.token_endpoint,
+    }
+
+
+def session_cookies(base: str, path: str) -> str:
+    """Sign in once, as a browser, and return the session's ``Cookie`` header."""
+    browser = Browser()
+    page = browser.navigate(base + path)
+    if page.status_code != 200:
+        raise BenchError(f"signing in through {path} ended with HTTP {page.status_code}")
+    return "; ".join(f"{k}={v}" for k, v in browser.cookies(base).items())
+
+
 def build_config(
-    listener_port: int, upstream_port: int, scenarios: list[Scenario]
+    listener_port: int,
+    upstream_port: int,
+    scenarios: list[Scenario],
+    idp: OidcProvider | None = None,
 ) -> dict[str, Any]:
     routes: list[dict[str, Any]] = []
     services: list[dict[str, Any]] = [
@@ -243,6 +294,7 @@ def build_config(
             }
         ],
         "services": services,
+        "logins": [login_config(idp)] if idp is not None else [],
     }
 
 
@@ -365,8 +417,16 @@ def measure(args: argparse.Namespace, scenarios: list[Scenario]) -> dict[str, An
         upstream = StaticUpstream(concurrency=1)
         stops.append(upstream.stop)
         listener_port = free_port()
+        idp: OidcProvider | None = None
+        if any(s.signed_in for s in scenarios):
+            idp = OidcProvider(
+                "bench", _LOGIN_SECRETS["MESHGATE_BENCH_CLIENT_SECRET"], access_ttl=3600
+            )
+            idp.start()
+            stops.append(idp.stop)
+            os.environ.update(_LOGIN_SECRETS)  # the control plane reads the secrets there
         config_path = Path(tmp) / "gateway.yaml"
-        write_config(config_path, build_config(listener_port, upstream.port, scenarios))
+        write_config(config_path, build_config(listener_port, upstream.port, scenarios, idp))
         plane = ControlPlane(config_path)
         stops.append(plane.stop)
         envoy = FleetEnvoy(plane.xds_port, concurrency=args.concurrency or None)
@@ -376,7 +436,16 @@ def measure(args: argparse.Namespace, scenarios: list[Scenario]) -> dict[str, An
         def answers(s: Scenario) -> Callable[[], bool]:
             return lambda: _status(base + s.path, s.headers) == 200
 
+        headers = {s.name: dict(s.headers) for s in scenarios}
         for s in scenarios:
+            if s.signed_in:
+                wait_until(
+                    lambda p=s.path: Browser().get(base + p).status_code == 302,  # type: ignore[misc]
+                    30,
+                    f"{s.name}: GET {s.path} -> 302 (to sign in) through the fleet Envoy",
+                )
+                headers[s.name]["Cookie"] = session_cookies(base, s.path)
+                continue
             wait_until(answers(s), 30, f"{s.name}: GET {s.path} -> 200 through the fleet Envoy")
         status, body = http_get(base + SCENARIOS[REFERENCE].path)
         if body.decode() != StaticUpstream.BODY:
@@ -389,12 +458,12 @@ def measure(args: argparse.Namespace, scenarios: list[Scenario]) -> dict[str, An
         )
         results = {s.name: ScenarioResult(s.name, s.path, s.description) for s in scenarios}
         for s in scenarios:  # warm-up: connections, stats, caches; not recorded
-            run_wrk(wrk, base + s.path, args.connections, min(2.0, args.duration), s.headers)
+            run_wrk(wrk, base + s.path, args.connections, min(2.0, args.duration), headers[s.name])
         for rnd in range(1, args.rounds + 1):
             order = scenarios if rnd % 2 else list(reversed(scenarios))
             for s in order:
                 cpu_before = cpu_seconds(envoy.pid)
-                run = run_wrk(wrk, base + s.path, args.connections, args.duration, s.headers)
+                run = run_wrk(wrk, base + s.path, args.connections, args.duration, headers[s.name])
                 cpu = cpu_seconds(envoy.pid) - cpu_before
                 results[s.name].runs.append(run)
                 results[s.name].cpu_us.append(cpu * 1e6 / max(run.requests, 1))

@@ -16,9 +16,9 @@ and hands it to Envoy over SDS.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from .access import ClaimValue, PathPatternStr
 from .issuers import (
@@ -31,6 +31,7 @@ from .issuers import (
     JwtAlgorithm,
     TokenSource,
 )
+from .login_presets import OIDC_SCOPES, PRESETS, check_endpoint, check_scope
 from .values import HttpMethod, Model, Name, exactly_one
 
 __all__ = [
@@ -59,6 +60,16 @@ class SecretRef(Model):
 
     env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
     file: Annotated[str, Field(min_length=1)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_the_secret(cls, value: Any) -> Any:
+        if isinstance(value, str | int | float):
+            raise ValueError(
+                "a secret is never written in the config: name an environment variable "
+                "({env: NAME}) or a file ({file: /path}) that the control plane reads it from"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_place(self) -> SecretRef:
@@ -153,30 +164,40 @@ class Policy(Model):
 
 LoginProvider = Literal["google", "github", "oidc"]
 
+#: The endpoint URLs of a login: https (plain http only on this machine), checked by
+#: :func:`~meshgate.config.login_presets.check_endpoint`.
+Endpoint = Annotated[str, AfterValidator(check_endpoint)]
+Scope = Annotated[str, AfterValidator(check_scope)]
+#: A path the oauth2 filter answers itself: no query, no fragment, no spaces.
+LoginPath = Annotated[str, Field(pattern=r"^/[^\s?#]*$")]
+
 
 class Login(Model):
     """Browser sign-in with OAuth2 / OIDC (Envoy's ``oauth2`` filter).
 
-    Presets fill the endpoints of ``google`` (OIDC) and ``github`` (OAuth2); ``oidc`` takes them
-    from the config. Secrets come from the environment or files, over SDS.
+    Presets fill the endpoints and scopes of ``google`` (OIDC) and ``github`` (OAuth2); what
+    the config names explicitly wins (GitHub Enterprise has its own host); ``oidc`` takes the
+    endpoints from the config. Secrets come from the environment or files, over SDS.
     """
 
     name: Name
     provider: LoginProvider
-    client_id: Annotated[str, Field(min_length=1)]
+    client_id: Annotated[str, Field(min_length=1, pattern=r"^[\x21-\x7e]+$")]
     client_secret: SecretRef
-    #: Signs the gateway's own cookies; the same on every replica.
+    #: Signs (and encrypts) the gateway's own cookies; the same on every replica.
     hmac_secret: SecretRef
-    authorization_endpoint: Annotated[str, Field(pattern=r"^https?://")] | None = None
-    token_endpoint: Annotated[str, Field(pattern=r"^https?://")] | None = None
-    end_session_endpoint: Annotated[str, Field(pattern=r"^https?://")] | None = None
-    scopes: list[str] | None = None
-    redirect_path: Annotated[str, Field(pattern=r"^/")] = "/oauth2/callback"
-    signout_path: Annotated[str, Field(pattern=r"^/")] = "/oauth2/signout"
+    authorization_endpoint: Endpoint | None = None
+    token_endpoint: Endpoint | None = None
+    end_session_endpoint: Endpoint | None = None
+    scopes: Annotated[list[Scope], Field(min_length=1)] | None = None
+    redirect_path: LoginPath = "/oauth2/callback"
+    signout_path: LoginPath = "/oauth2/signout"
     forward_token: bool = Field(
         default=True, description="send the access token upstream as 'Authorization: Bearer'"
     )
     use_refresh_token: bool = True
+    #: CA bundle that verifies the token endpoint's certificate (default: the system's).
+    ca_file: Annotated[str, Field(min_length=1, pattern=r"^/")] | None = None
 
     @model_validator(mode="after")
     def _endpoints(self) -> Login:
@@ -186,4 +207,42 @@ class Login(Model):
             ]
             if missing:
                 raise ValueError(f"provider 'oidc' needs {' and '.join(repr(m) for m in missing)}")
+        scopes = self.effective_scopes()
+        if len(set(scopes)) != len(scopes):
+            raise ValueError("'scopes': each scope once")
+        if self.end_session_endpoint is not None and "openid" not in scopes:
+            raise ValueError(
+                "'end_session_endpoint' needs the 'openid' scope: signing out at the provider "
+                "is part of OpenID Connect (Envoy refuses it otherwise)"
+            )
+        if self.redirect_path == self.signout_path:
+            raise ValueError("'redirect_path' and 'signout_path' must differ")
         return self
+
+    def effective_authorization_endpoint(self) -> str:
+        return self._preset_or_own("authorization_endpoint")
+
+    def effective_token_endpoint(self) -> str:
+        return self._preset_or_own("token_endpoint")
+
+    def effective_end_session_endpoint(self) -> str | None:
+        if self.end_session_endpoint is not None:
+            return self.end_session_endpoint
+        preset = PRESETS.get(self.provider)
+        return preset.end_session_endpoint if preset is not None else None
+
+    def effective_scopes(self) -> list[str]:
+        if self.scopes is not None:
+            return list(self.scopes)
+        preset = PRESETS.get(self.provider)
+        return list(preset.scopes if preset is not None else OIDC_SCOPES)
+
+    def is_oidc(self) -> bool:
+        """OpenID Connect (an ID token comes back): the ``openid`` scope is asked for."""
+        return "openid" in self.effective_scopes()
+
+    def _preset_or_own(self, field: Literal["authorization_endpoint", "token_endpoint"]) -> str:
+        own: str | None = getattr(self, field)
+        if own is not None:
+            return own
+        return str(getattr(PRESETS[self.provider], field))  # 'oidc' always names its own

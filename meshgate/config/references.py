@@ -13,6 +13,7 @@ from meshgate.redact import show
 
 from .gateway import GatewayConfig
 from .identity_refs import attachment_issues, identity_issues
+from .login_refs import login_path_issues
 from .protection import route_issues as protection_issues
 from .routes import Route, VirtualHost
 from .traffic import route_issues
@@ -87,6 +88,7 @@ def reference_errors(config: GatewayConfig, written_at: WrittenAt | None = None)
         claimed: dict[str, str] = {}
         for vi, vhost in enumerate(listener.virtual_hosts):
             issues += attachment_issues(config, vhost, None, (*path, vi))
+            issues += login_path_issues(config, vhost, (*path, vi))
             for di, domain in enumerate(vhost.domains):
                 lowered = domain.lower()
                 if lowered in claimed:

@@ -140,8 +140,15 @@ class Envoy:
         node_id: str = "envoy-1",
         api_type: Literal["GRPC", "DELTA_GRPC"] = "GRPC",
         xds_tls: XdsTls | None = None,
+        keep_log: bool = False,
     ) -> None:
         self.stdout = tempfile.NamedTemporaryFile(prefix="envoy-", suffix=".out", delete=False)
+        #: Envoy's own log (stderr), kept in a file when asked for (``logs()``).
+        self.log = (
+            tempfile.NamedTemporaryFile(prefix="envoy-", suffix=".log", delete=False)
+            if keep_log
+            else None
+        )
         self.process = EnvoyProcess(
             BootstrapParams(
                 node_id=node_id,
@@ -151,10 +158,17 @@ class Envoy:
                 xds_tls=xds_tls,
             ),
             stdout=self.stdout,
-            stderr=subprocess.DEVNULL if not os.environ.get("ENVOY_LOGS") else None,
+            stderr=self.log or (subprocess.DEVNULL if not os.environ.get("ENVOY_LOGS") else None),
         )
         self.process.start()
         self.process.wait_live()
+
+    def logs(self) -> str:
+        """Envoy's log (``keep_log=True``) and its stdout (the access log)."""
+        text = Path(self.stdout.name).read_text(errors="replace")
+        if self.log is not None:
+            text += Path(self.log.name).read_text(errors="replace")
+        return text
 
     def access_log(self) -> list[dict[str, Any]]:
         lines = Path(self.stdout.name).read_text().splitlines()

@@ -59,9 +59,15 @@ class Slot:
     name: str
     why: str
 
+    @property
+    def family(self) -> bool:
+        return self.name.endswith(".")
+
     def holds(self, filter_name: str) -> bool:
-        if self.name.endswith("."):
-            return filter_name.startswith(self.name) and len(filter_name) > len(self.name)
+        """``filter_name`` belongs here (a family row also holds its own name, which is how
+        a feature whose filter names depend on the config declares them)."""
+        if self.family:
+            return filter_name.startswith(self.name)
         return filter_name == self.name
 
 
@@ -90,8 +96,9 @@ HTTP_FILTER_ORDER: tuple[Slot, ...] = (
     Slot(IP_RBAC_FILTER, "refuses denied client addresses before any credential is looked at"),
     Slot(
         OAUTH2_FILTER,
-        "browser sign-in: sends a browser without a session to the identity provider, and "
-        "puts the tokens of one that has a session where jwt_authn reads them",
+        "browser sign-in, one filter per login (the filter has no per-route settings): sends "
+        "a browser without a session to the identity provider, and puts the tokens of one "
+        "that has a session where jwt_authn reads them",
     ),
     Slot(JWT_FILTER, "verifies tokens and writes who the caller is into metadata and headers"),
     Slot(TOKEN_RBAC_FILTER, "refuses (401) verified tokens whose header breaks the rules"),
@@ -126,6 +133,15 @@ def position(filter_name: str) -> int:
     )
 
 
+def declares(declared: tuple[str, ...], filter_name: str) -> bool:
+    """``filter_name`` is in ``declared``, or in a family declared by its prefix (a name ending
+    in '.', such as ``envoy.filters.http.oauth2.`` for every login's filter)."""
+    return any(
+        filter_name == name or (name.endswith(".") and filter_name.startswith(name))
+        for name in declared
+    )
+
+
 def check_declared(declared: Iterable[tuple[str, tuple[str, ...]]]) -> None:
     """Every filter a feature declares has a row; no two features share a row; none is the
     router (the spine adds it)."""
@@ -151,7 +167,7 @@ def http_filter_chain(ctx: ListenerContext) -> list[hcm_pb2.HttpFilter]:
     placed: list[tuple[int, int, hcm_pb2.HttpFilter]] = []
     for feature in ctx.features.http_filters:
         for flt in feature.http_filters(ctx):
-            if flt.name not in feature.http_filter_names:
+            if not declares(feature.http_filter_names, flt.name):
                 raise FilterOrderError(
                     f"feature {feature.name!r} emits HTTP filter {flt.name!r}, which it does "
                     "not declare in http_filter_names"

@@ -22,8 +22,9 @@ TOKEN_RBAC_FILTER = "envoy.filters.http.rbac.token"
 DENY_RBAC_FILTER = "envoy.filters.http.rbac.deny"
 #: A policy's grants (action ALLOW): what they do not allow is denied.
 ALLOW_RBAC_FILTER = "envoy.filters.http.rbac.allow"
-#: Browser sign-in.
-OAUTH2_FILTER = "envoy.filters.http.oauth2"
+#: Browser sign-in: one oauth2 filter per login (``envoy.filters.http.oauth2.<login>``), since
+#: the filter has no per-route settings; a family row of the order table.
+OAUTH2_FILTER = "envoy.filters.http.oauth2."
 
 #: Every request header with this prefix that a client sends is removed before any filter
 #: (spelled once, in the config model, which also refuses route matches on such headers).
@@ -62,3 +63,32 @@ RBAC_METADATA = "envoy.filters.http.rbac"
 #: ``http.<listener>.rbac.policy_deny_...``.
 DENY_RBAC_PREFIX = "policy_deny_"
 ALLOW_RBAC_PREFIX = "policy_allow_"
+
+
+def oauth2_filter(login: str) -> str:
+    """The oauth2 filter of login ``login`` (its config name)."""
+    return f"{OAUTH2_FILTER}{login}"
+
+
+#: Envoy's oauth2 cookie names (``OAuth2Credentials.CookieNames`` field -> Envoy's default).
+_LOGIN_COOKIES = {
+    "bearer_token": "BearerToken",
+    "oauth_hmac": "OauthHMAC",
+    "oauth_expires": "OauthExpires",
+    "id_token": "IdToken",
+    "refresh_token": "RefreshToken",
+    "oauth_nonce": "OauthNonce",
+    "code_verifier": "CodeVerifier",
+}
+
+
+def login_cookies(login: str) -> dict[str, str]:
+    """The cookie names of login ``login``: Envoy's, suffixed with ``-<login>`` so that two
+    logins on one host never read each other's cookies (``IdToken-corp``)."""
+    return {field: f"{base}-{login}" for field, base in _LOGIN_COOKIES.items()}
+
+
+def id_token_cookie(login: str) -> str:
+    """Where login ``login`` keeps the ID token: an issuer's ``tokens: [{cookie: ...}]`` reads
+    it there (the oauth2 filter runs first and hands the filters after it the token in clear)."""
+    return login_cookies(login)["id_token"]

@@ -19,6 +19,7 @@ import pytest
 
 from meshgate.loader import load_config, parse_config
 from tests.paths import ROOT, TESTS
+from tests.support.compile_inputs import placeholder_secrets
 from xds_server.compiler import compile_snapshot
 from xds_server.compiler.render import snapshot_to_dict
 from xds_server.snapshot.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -40,7 +41,8 @@ CASES = _cases()
 
 
 def _render(path: Path) -> dict[str, Any]:
-    return snapshot_to_dict(compile_snapshot(load_config(path).config))
+    config = load_config(path).config
+    return snapshot_to_dict(compile_snapshot(config, secrets=placeholder_secrets(config)))
 
 
 def _dump(data: dict[str, Any]) -> str:

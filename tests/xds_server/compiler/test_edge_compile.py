@@ -28,6 +28,7 @@ from envoy.extensions.http.original_ip_detection.xff.v3 import xff_pb2
 
 from meshgate.loader import ConfigError, parse_config
 from tests.paths import ROOT, TESTS
+from tests.support.compile_inputs import placeholder_secrets
 from tests.test_docs_examples import examples
 from xds_server.compiler import compile_snapshot
 from xds_server.compiler.features.ip_rules import IP_DENIED_DETAILS, IP_DENY_POLICY
@@ -322,5 +323,6 @@ def test_guide_example_is_accepted_by_envoy(line: int, text: str) -> None:
         loaded = parse_config(text, source)
     except ConfigError as exc:
         pytest.fail(f"the example at {source} does not load:\n{exc}")
-    objections = asyncio.run(ValidateModeValidator().validate(compile_snapshot(loaded.config)))
+    snapshot = compile_snapshot(loaded.config, secrets=placeholder_secrets(loaded.config))
+    objections = asyncio.run(ValidateModeValidator().validate(snapshot))
     assert objections == [], f"Envoy refuses the example at {source}"

@@ -90,7 +90,7 @@ def test_the_order_table() -> None:
         "envoy.filters.http.compressor.",
         "envoy.filters.http.header_mutation",
         "envoy.filters.http.rbac.ip",
-        "envoy.filters.http.oauth2",
+        "envoy.filters.http.oauth2.",
         "envoy.filters.http.jwt_authn",
         "envoy.filters.http.rbac.token",
         "envoy.filters.http.rbac.deny",
@@ -306,6 +306,7 @@ def test_hooks_are_indexed_by_what_a_feature_overrides() -> None:
         "client_headers",
         "ip_rules",
         "jwt",
+        "oauth2",
         "policy",
     ]
     assert [f.name for f in features.patch_hcm] == [
@@ -315,7 +316,7 @@ def test_hooks_are_indexed_by_what_a_feature_overrides() -> None:
         "jwt",
         "policy",
     ]
-    assert [f.name for f in features.extra_resources] == ["jwt"]
+    assert [f.name for f in features.extra_resources] == ["jwt", "oauth2"]
 
 
 # --- one compile context, no module state -----------------------------------------------------

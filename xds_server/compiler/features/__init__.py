@@ -15,6 +15,7 @@ from xds_server.compiler.features.compression import Compression
 from xds_server.compiler.features.cors import Cors
 from xds_server.compiler.features.ip_rules import IpRules
 from xds_server.compiler.features.jwt import Jwt
+from xds_server.compiler.features.oauth2 import OAuth2
 from xds_server.compiler.features.policy import Policies
 from xds_server.compiler.features.protection import Protection
 from xds_server.compiler.features.resilience import Resilience
@@ -31,6 +32,7 @@ FEATURES: tuple[Feature, ...] = (
     ClientHeaders(),
     IpRules(),
     Jwt(),
+    OAuth2(),
     # Last: its expand_route turns a route whose policy is unavailable into a 503, after
     # every other feature has had its say about the route.
     Policies(),

@@ -123,10 +123,10 @@ def run_job(job: CompileJob) -> Outcome:
         return Rejected("unreadable", tuple(files.error().report()), watched)
     digest = files.digest
     if digest == job.known_digest:
-        again = read_again(job.known_secrets.paths)
+        again = read_again(job.known_secrets.paths, settle=job.settle)
         if again.known() == job.known_secrets:
             return Unchanged(digest, watched + again.watched(), job.known_secrets)
-    reads = SecretFileReads()
+    reads = SecretFileReads(settle=job.settle)
     try:
         loaded = parse_files(files)
         labels = {"source": loaded.source, "digest": digest}

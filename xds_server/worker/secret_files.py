@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meshgate.files import Signature, signature
+from meshgate.files import Signature, settled
 from xds_server.worker.secret_values import MAX_SECRET_BYTES, SecretReadError, read_file_secret
 
 #: Keys the digest. Made once per process: the fork server's, inherited by every worker it
@@ -51,22 +51,31 @@ NO_SECRET_FILES = SecretFiles()
 class SecretFileReads:
     """Reads secret files for one compile and remembers what each gave."""
 
-    def __init__(self, max_bytes: int = MAX_SECRET_BYTES) -> None:
+    def __init__(self, max_bytes: int = MAX_SECRET_BYTES, settle: float = 0.0) -> None:
         self.max_bytes = max_bytes
+        #: A file changed less than this ago is waited for, as the config's own files are:
+        #: ``echo new > file`` truncates first, and an empty or half-written secret must
+        #: not be taken for the new one.
+        self.settle = settle
         self._seen: dict[str, tuple[Signature | None, bytes]] = {}
 
     def read(self, path: Path) -> str:
-        """The secret in ``path`` (:func:`read_file_secret`'s rules), remembered with the
-        file's signature from before the read."""
+        """The secret in ``path`` (:func:`read_file_secret`'s rules) once nobody is writing
+        it, remembered with the file's signature from before the read."""
         key = str(path)
-        before = signature(key)
-        try:
-            value = read_file_secret(path, self.max_bytes)
-        except SecretReadError as exc:
-            self._seen[key] = (before, b"error\0" + str(exc).encode())
-            raise
+        (value, error), before = settled(key, self.settle, lambda: self._attempt(path))
+        if error is not None:
+            self._seen[key] = (before, b"error\0" + error.encode())
+            raise SecretReadError(error)
+        assert value is not None
         self._seen[key] = (before, b"value\0" + value.encode())
         return value
+
+    def _attempt(self, path: Path) -> tuple[str | None, str | None]:
+        try:
+            return read_file_secret(path, self.max_bytes), None
+        except SecretReadError as exc:
+            return None, str(exc)
 
     def watched(self) -> tuple[tuple[str, Signature | None], ...]:
         """Every file read, with its signature before the read (None: it was missing)."""
@@ -84,9 +93,11 @@ class SecretFileReads:
         return SecretFiles(tuple(self._seen), h.hexdigest())
 
 
-def read_again(paths: Iterable[str], max_bytes: int = MAX_SECRET_BYTES) -> SecretFileReads:
+def read_again(
+    paths: Iterable[str], max_bytes: int = MAX_SECRET_BYTES, settle: float = 0.0
+) -> SecretFileReads:
     """Read ``paths`` as a compile would (a failure is remembered, not raised)."""
-    reads = SecretFileReads(max_bytes)
+    reads = SecretFileReads(max_bytes, settle)
     for path in paths:
         try:
             reads.read(Path(path))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import threading
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,14 @@ def test_the_reason_a_file_cannot_be_read_is_part_of_what_it_held(tmp_path: Path
     assert reads.read(secret) == "x"
     assert len({missing, empty, reads.known()}) == 3
     assert read_again([str(secret)]).known() == reads.known()
+
+
+def test_a_secret_being_written_is_read_once_it_has_settled(tmp_path: Path) -> None:
+    secret = tmp_path / "s"
+    secret.write_text("")  # `echo new > s` has truncated it, the value is not written yet
+    writer = threading.Timer(0.05, lambda: secret.write_text(NEW))
+    writer.start()
+    try:
+        assert SecretFileReads(settle=1.0).read(secret) == NEW
+    finally:
+        writer.join()

@@ -10,8 +10,10 @@ JSON logs, signals, drain) running :class:`ControlPlane`, which adds:
   candidate, follows from the server it arrived on, never from the node id it sends;
 * ``/status`` on the admin HTTP port.
 
-Config flow: sources (the file) -> SourceState -> compile worker process -> Publisher; the
-event loop never parses or compiles, so xDS, health and status answer while a config compiles.
+Config flow: sources (the file, the JWKS manager) -> SourceState -> compile worker process ->
+Publisher; the event loop never parses or compiles, so xDS, health and status answer while a
+config compiles. New signing keys that no compile can carry (the config is rejected) are put
+into the published snapshot directly (``_rekey``).
 
 Start: ports bound -> gRPC servers -> admin HTTP -> canary Envoy -> compile runner and config
 watcher. Stop (SIGTERM/SIGINT): health NOT_SERVING -> watcher -> compile worker (killed, not

@@ -108,6 +108,8 @@ class ControlPlane:
         self.metrics.bind_jwks(self.keys.metrics_view)
         #: The keys the published snapshot was compiled with (or re-keyed to).
         self._published_keys: Mapping[str, IssuerKeys] = {}
+        #: The input generation the published keys came with.
+        self._keys_generation = 0
         #: The JWKS sources of the published config (the compile job's report).
         self._published_sources: tuple[JwksSource, ...] = ()
         self.compiler = CompileRunner(
@@ -151,6 +153,7 @@ class ControlPlane:
                 )
             if published:
                 self._published_keys = request.jwks
+                self._keys_generation = request.generation
                 self._published_sources = outcome.jwks_sources
                 # the published config says which issuers' keys to keep current
                 self.keys.reconcile(outcome.jwks_sources)
@@ -169,17 +172,21 @@ class ControlPlane:
         :mod:`xds_server.compiler.features.jwt.rekey`).
 
         Called with the outcomes, which the compile runner hands over one at a time and newest
-        input last: a later compile (with the same keys or newer ones) and this can never
-        publish older keys over newer ones."""
+        input last: a later compile carries the same keys or newer ones (the state's keys only
+        move forward). And an input older than the keys published is never applied, should
+        one ever arrive late."""
         async with self._publish_lock:
             current = self.publisher.current
             if current is None:  # nothing published yet: the first good config takes them
+                return
+            if request.generation < self._keys_generation:
                 return
             candidate = await asyncio.to_thread(
                 rekeyed, current, self._published_sources, request.jwks
             )
             if await self.publisher.amend(candidate, "signing keys"):
                 self._published_keys = request.jwks
+                self._keys_generation = request.generation
                 if candidate is not current:
                     log.info(
                         "signing keys put into the published snapshot; its config stays the "

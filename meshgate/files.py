@@ -28,8 +28,9 @@ import errno
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from meshgate.problems import ConfigError, Problem
 
@@ -38,6 +39,9 @@ from meshgate.problems import ConfigError, Problem
 DEFAULT_MAX_CONFIG_BYTES = 32 * 1024 * 1024
 #: How often a file that keeps changing is looked at again before what was read is used.
 SETTLE_ROUNDS = 50
+
+T = TypeVar("T")
+
 #: What ``stat`` says of a path, to notice any change: (mtime ns, ctime ns, size, inode).
 Signature = tuple[int, int, int, int]
 #: How much is read per ``read`` call.
@@ -168,7 +172,14 @@ def read_settled(path: str, max_bytes: int, settle: float) -> tuple[str, Signatu
     routes cut off); compiling it would publish half a config. Waiting costs nothing when the
     file is old. Bounded: a file rewritten without pause for :data:`SETTLE_ROUNDS` rounds is
     taken as last read (the compile timeout bounds it too)."""
-    text, before = "", None
+    return settled(path, settle, lambda: read_config_text(path, max_bytes))
+
+
+def settled(path: str, settle: float, read: Callable[[], T]) -> tuple[T, Signature | None]:
+    """``read()`` of ``path`` once nobody is writing it, and the signature the file had then
+    (see :func:`read_settled`; a secret file is read this way too). ``read`` must not raise
+    for a file that is merely half-written: return what it found instead."""
+    before: Signature | None = None
     for _ in range(SETTLE_ROUNDS):
         before = signature(path)
         if before is not None and settle > 0:
@@ -177,7 +188,8 @@ def read_settled(path: str, max_bytes: int, settle: float) -> tuple[str, Signatu
                 time.sleep(min(settle - age, settle) if age >= 0 else settle)
                 if signature(path) != before:
                     continue
-        text = read_config_text(path, max_bytes)
+        result = read()
         if signature(path) == before:
-            return text, before
-    return text, before
+            return result, before
+    before = signature(path)
+    return read(), before

@@ -10,8 +10,10 @@ JSON logs, signals, drain) running :class:`ControlPlane`, which adds:
   candidate, follows from the server it arrived on, never from the node id it sends;
 * ``/status`` on the admin HTTP port.
 
-Config flow: sources (the file) -> SourceState -> compile worker process -> Publisher; the
-event loop never parses or compiles, so xDS, health and status answer while a config compiles.
+Config flow: sources (the file, the JWKS manager) -> SourceState -> compile worker process ->
+Publisher; the event loop never parses or compiles, so xDS, health and status answer while a
+config compiles. New signing keys that no compile can carry (the config is rejected) are put
+into the published snapshot directly (``_rekey``).
 
 Start: ports bound -> gRPC servers -> admin HTTP -> canary Envoy -> compile runner and config
 watcher. Stop (SIGTERM/SIGINT): health NOT_SERVING -> watcher -> compile worker (killed, not
@@ -41,7 +43,9 @@ from meshgate.runtime.settings import (
 )
 from meshgate.runtime.workdirs import OwnedDir
 from xds_server.compiler.context import IssuerKeys
+from xds_server.compiler.features.jwt.rekey import rekeyed
 from xds_server.jwks.manager import JwksManager
+from xds_server.jwks.source import JwksSource
 from xds_server.jwks.store import KeyStore
 from xds_server.metrics import XdsMetrics
 from xds_server.publish.publisher import Locator, Publisher
@@ -102,8 +106,12 @@ class ControlPlane:
             ).inc(),
         )
         self.metrics.bind_jwks(self.keys.metrics_view)
-        #: The keys the published snapshot was compiled with.
+        #: The keys the published snapshot was compiled with (or re-keyed to).
         self._published_keys: Mapping[str, IssuerKeys] = {}
+        #: The input generation the published keys came with.
+        self._keys_generation = 0
+        #: The JWKS sources of the published config (the compile job's report).
+        self._published_sources: tuple[JwksSource, ...] = ()
         self.compiler = CompileRunner(
             self._on_outcome,
             timeout=settings.compile_timeout,
@@ -135,6 +143,7 @@ class ControlPlane:
 
     async def _on_outcome(self, request: CompileInput, outcome: Outcome) -> None:
         """The worker's answer for the newest input: publish, reject, or nothing new."""
+        published = False
         if isinstance(outcome, Compiled):
             self.metrics.compile_seconds.observe(outcome.seconds)
             snapshot = await asyncio.to_thread(_rebuild, outcome)
@@ -144,20 +153,52 @@ class ControlPlane:
                 )
             if published:
                 self._published_keys = request.jwks
+                self._keys_generation = request.generation
+                self._published_sources = outcome.jwks_sources
                 # the published config says which issuers' keys to keep current
                 self.keys.reconcile(outcome.jwks_sources)
         elif isinstance(outcome, Rejected):
             self._on_config_error(list(outcome.problems), outcome.digest)
-            if request.jwks != self._published_keys and self.publisher.current is not None:
-                log.error(
-                    "signing keys changed, but they cannot be published while the config is "
-                    "rejected: the published snapshot keeps the keys it has until the config "
-                    "is fixed",
-                    extra={"fields": {"issuers": sorted(request.jwks)}},
-                )
+        if not published and request.jwks != self._published_keys:
+            # the config cannot carry them (rejected, or refused by the validator): the
+            # published snapshot gets them all the same
+            await self._rekey(request)
         if outcome.watched:  # the files it read: the watcher looks at every one of them
             self.source.track(outcome.watched)
-        self.state.settle(request.generation, outcome.digest)
+        self.state.settle(request.generation, outcome.digest, outcome.secret_files)
+
+    async def _rekey(self, request: CompileInput) -> None:
+        """Put ``request``'s signing keys into the published snapshot (see
+        :mod:`xds_server.compiler.features.jwt.rekey`).
+
+        Called with the outcomes, which the compile runner hands over one at a time and newest
+        input last: a later compile carries the same keys or newer ones (the state's keys only
+        move forward). And an input older than the keys published is never applied, should
+        one ever arrive late."""
+        async with self._publish_lock:
+            current = self.publisher.current
+            if current is None:  # nothing published yet: the first good config takes them
+                return
+            if request.generation < self._keys_generation:
+                return
+            candidate = await asyncio.to_thread(
+                rekeyed, current, self._published_sources, request.jwks
+            )
+            if await self.publisher.amend(candidate, "signing keys"):
+                self._published_keys = request.jwks
+                self._keys_generation = request.generation
+                if candidate is not current:
+                    log.info(
+                        "signing keys put into the published snapshot; its config stays the "
+                        "last good one until the rejected config is fixed",
+                        extra={"fields": {"issuers": sorted(request.jwks)}},
+                    )
+            else:
+                log.error(
+                    "signing keys changed, but the published snapshot cannot take them: it "
+                    "keeps the keys it has",
+                    extra={"fields": {"issuers": sorted(request.jwks)}},
+                )
 
     def _locator(self, path: str, digest: str) -> Locator:
         """Traces an objection only Envoy finds back to the config's line, in a worker: it

@@ -36,7 +36,9 @@ class XdsMetrics:
         )
         self.reloads = Counter(
             "meshgate_config_reloads_total",
-            "Config changes seen, by result (published, rejected, unchanged)",
+            "Config changes seen, by result (published, rejected, unchanged; amended, "
+            "amend_refused: signing keys put into the published snapshot while the config "
+            "is rejected)",
             ["result"],
             registry=r,
         )

@@ -85,7 +85,12 @@ def format_jwks(status: dict[str, Any], now: float | None = None) -> list[str]:
             "a restart while an identity provider is down would have none)"
         )
     if section.get("pending") and (status.get("config") or {}).get("errors"):
-        out.append("  changed keys are not published while the config is REJECTED: fix the config")
+        # keys reach the published snapshot while the config is rejected, unless the
+        # validator refused that change (its reason is in the control plane's log)
+        out.append(
+            "  changed keys are not published (the published snapshot refused them; see the "
+            "control plane's log) while the config is REJECTED: fix the config"
+        )
     return out
 
 

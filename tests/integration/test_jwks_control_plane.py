@@ -36,7 +36,11 @@ def config(url: str, refresh: str = "1s", max_stale: str = "1h") -> dict[str, An
                 "address": "127.0.0.1",
                 "port": free_port(),
                 "virtual_hosts": [
-                    {"name": "v", "routes": [{"match": {"prefix": "/"}, "service": "api"}]}
+                    {
+                        "name": "v",
+                        "policy": "staff",
+                        "routes": [{"match": {"prefix": "/"}, "service": "api"}],
+                    }
                 ],
             }
         ],
@@ -46,9 +50,12 @@ def config(url: str, refresh: str = "1s", max_stale: str = "1h") -> dict[str, An
                 "name": "corp",
                 "issuer": "https://idp.example",
                 "audiences": "api",
+                "algorithms": ["ES256"],
                 "jwks": {"url": url, "refresh": refresh, "max_stale": max_stale, "timeout": "1s"},
             }
         ],
+        # a policy names the issuer: its keys are in the snapshot (jwt_authn over ECDS)
+        "policies": [{"name": "staff", "issuers": ["corp"]}],
     }
 
 
@@ -207,22 +214,49 @@ def test_an_unwritable_cache_is_reported_and_keys_serve_from_memory(
     assert "cannot write the JWKS cache" in cp.logs()
 
 
-def test_keys_changed_while_the_config_is_rejected_are_reported_as_held_back(
+def test_keys_changed_while_the_config_is_rejected_still_reach_the_published_snapshot(
     tmp_path: Path, idp: JwksServer, started: list[ControlPlane]
 ) -> None:
     cfg = config(idp.url)
     cp = start(tmp_path, started, cfg)
     wait_until(lambda: corp(cp)["keys"] == 1, 10, "keys fetched")
     wait_until(lambda: not cp.status()["jwks"]["pending"], 10, "keys compiled")
+    good = cp.status()["config"]
     broken = {**cfg, "services": [{"name": "api", "endpoints": [{"address": "x", "port": 0}]}]}
     write_config(tmp_path / "gateway.yaml", broken)
     wait_until(lambda: cp.status()["config"]["errors"], 10, "the edit rejected")
     idp.document = jwks_of(K1, K2)
     wait_until(lambda: corp(cp)["kids"] == ["k1", "k2"], 5, "k2 fetched")
-    status = wait_until(lambda: (s := cp.status())["jwks"]["pending"] and s, 10, "held back")
-    assert status["config"]["errors"]
-    # said once the compile with the new keys has been rejected too
-    wait_until(lambda: "cannot be published while the config is rejected" in cp.logs(), 10)
-    # fixing the file publishes the new keys with it
+    # the published snapshot takes the new keys; the config stays the last good one, and
+    # its rejection stands
+    status = wait_until(
+        lambda: (s := cp.status())["config"]["version"] != good["version"] and s, 10, "re-keyed"
+    )
+    assert status["jwks"]["pending"] is False
+    assert status["config"]["errors"] and status["config"]["config_digest"] == good["config_digest"]
+    assert "signing keys put into the published snapshot" in cp.logs()
+    assert cp.metrics()['meshgate_config_reloads_total{result="amended"}'] == 1.0
+    assert cp.metrics()["meshgate_config_valid"] == 0.0
+    rekeyed = status["config"]["version"]
+    # fixing the file compiles the same keys into the same snapshot: nothing new to publish
     write_config(tmp_path / "gateway.yaml", cfg)
-    wait_until(lambda: not cp.status()["jwks"]["pending"], 10, "keys published")
+    wait_until(lambda: not cp.status()["config"]["errors"], 10, "the fix accepted")
+    assert cp.status()["config"]["version"] == rekeyed
+
+
+def test_keys_past_max_stale_are_dropped_while_the_config_is_rejected(
+    tmp_path: Path, idp: JwksServer, started: list[ControlPlane]
+) -> None:
+    cfg = config(idp.url, refresh="1s", max_stale="3s")
+    cp = start(tmp_path, started, cfg)
+    wait_until(lambda: corp(cp)["keys"] == 1, 10, "keys fetched")
+    wait_until(lambda: not cp.status()["jwks"]["pending"], 10, "keys compiled")
+    write_config(tmp_path / "gateway.yaml", {**cfg, "listeners": "not a list"})
+    wait_until(lambda: cp.status()["config"]["errors"], 10, "the edit rejected")
+    with_keys = cp.status()["config"]["version"]
+    idp.stop()
+    wait_state(cp, "expired", timeout=15)
+    status = wait_until(
+        lambda: (s := cp.status())["config"]["version"] != with_keys and s, 10, "keys dropped"
+    )
+    assert status["jwks"]["pending"] is False and status["config"]["errors"]

@@ -183,3 +183,33 @@ def test_keys_past_max_stale_are_dropped_and_tokens_refused(
     assert gw.status_of(K1) == 200  # stale, still in force
     gw.eventually(K1, 401, timeout=15, what="the keys dropped after max_stale")
     assert gw.issuer()["state"] == "expired"
+
+
+def test_while_the_config_is_rejected_new_keys_still_reach_envoy_and_expired_ones_go(
+    upstreams: Upstreams, listener_port: int, gateways: Callable[..., Gateway]
+) -> None:
+    with JwksServer(jwks_of(K1)) as idp:
+        cfg = gateway(upstreams, listener_port, idp.url, refresh="1s", max_stale="5s")
+        gw = gateways(cfg, listener_port)
+        gw.eventually(K1, 200)
+        assert gw.envoy is not None
+        listeners = gw.envoy.stats("listener_manager.listener_")
+        # a broken edit: rejected, the last good config keeps serving
+        broken = {**cfg, "policies": [{"name": "staff", "issuers": ["nobody"]}]}
+        write_config(gw.path, broken)
+        wait_until(lambda: gw.cp.status()["config"]["errors"], 10, "the edit rejected")
+        # the provider rotates: the new key is in force within the refresh all the same
+        idp.document = jwks_of(K1, K2)
+        gw.eventually(K2, 200, timeout=10, what="the new key in force, config rejected")
+        idp.document = jwks_of(K2)
+        gw.eventually(K1, 401, timeout=10, what="the withdrawn key refused, config rejected")
+        assert gw.status_of(K2) == 200
+    # the provider goes down: past max_stale the keys are dropped, also while rejected
+    gw.eventually(K2, 401, timeout=20, what="the keys dropped after max_stale")
+    status = gw.cp.status()
+    assert status["config"]["errors"] and status["jwks"]["pending"] is False
+    assert gw.issuer()["state"] == "expired"
+    # all of it over ECDS: no listener was updated (or drained)
+    after = gw.envoy.stats("listener_manager.listener_")
+    for stat in ("listener_modified", "listener_added", "listener_removed"):
+        assert after[f"listener_manager.{stat}"] == listeners[f"listener_manager.{stat}"]

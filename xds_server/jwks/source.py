@@ -29,6 +29,10 @@ class JwksSource:
     timeout: float
     refresh: float
     max_stale: float
+    #: The issuer's allowed algorithms: which fetched keys Envoy gets. The control plane needs
+    #: them to put new keys into the published snapshot while the config is rejected
+    #: (:mod:`xds_server.compiler.features.jwt.rekey`); empty, no key would be used.
+    algorithms: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -76,6 +80,7 @@ def jwks_sources(config: GatewayConfig, base: Callable[[int], str]) -> tuple[Jwk
                 timeout=jwks.timeout.total_seconds(),
                 refresh=jwks.refresh.total_seconds(),
                 max_stale=jwks.max_stale.total_seconds(),
+                algorithms=tuple(issuer.algorithms),
             )
         )
     return tuple(out)

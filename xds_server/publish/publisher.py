@@ -121,12 +121,10 @@ class Publisher:
             self.state.config_digest = digest
             self.metrics.reloads.labels("unchanged").inc()
             return True
-        if self.validator is not None and not snapshot.differs_only_in_endpoints(current):
-            started = time.perf_counter()
-            objections = await self.validator.validate(snapshot)
-            self.metrics.validate_seconds.observe(time.perf_counter() - started)
+        if not snapshot.differs_only_in_endpoints(current):
+            objections = await self._validate(snapshot)
             if objections:
-                origin = f"{self.validator.name} validator"
+                origin = f"{self.validator.name} validator" if self.validator else "validator"
                 problems: list[Problem] = []
                 for message in objections:
                     located = await locate(message) if locate is not None else []
@@ -135,21 +133,52 @@ class Publisher:
                     ]
                 self.reject(problems, digest)
                 return False
+        self._publish(snapshot, "published", digest=digest)
+        self.state.config_digest = digest
+        self.state.clear_rejection()
+        return True
+
+    async def amend(self, snapshot: Snapshot, what: str) -> bool:
+        """Publish a change the control plane made to the published snapshot itself (new
+        signing keys while the config is rejected), judged by the validator like a config.
+        The config's state stays: its digest, and the rejection of the file on disk, which
+        this does not fix. An objection is logged, not recorded as the config's problem."""
+        current = self.current
+        if current is not None and current.version == snapshot.version:
+            return True
+        objections = await self._validate(snapshot)
+        if objections:
+            self.metrics.reloads.labels("amend_refused").inc()
+            for message in objections:
+                log.error(
+                    "a change to the published snapshot was refused; it keeps serving as it is",
+                    extra={"fields": {"change": what, "reason": redact_text(message)}},
+                )
+            return False
+        self._publish(snapshot, "amended", change=what)
+        return True
+
+    async def _validate(self, snapshot: Snapshot) -> list[str]:
+        if self.validator is None:
+            return []
+        started = time.perf_counter()
+        objections = await self.validator.validate(snapshot)
+        self.metrics.validate_seconds.observe(time.perf_counter() - started)
+        return list(objections)
+
+    def _publish(self, snapshot: Snapshot, result: str, **fields: str) -> None:
         self.cache.set_snapshot(DEFAULT_GROUP, snapshot)
         self.state.version = snapshot.version
-        self.state.config_digest = digest
         self.state.published_at = self.clock()
-        self.state.clear_rejection()
-        self.metrics.reloads.labels("published").inc()
+        self.metrics.reloads.labels(result).inc()
         self.metrics.published_at.set(self.state.published_at)
         log.info(
             "snapshot published",
             extra={
                 "fields": {
                     "version": snapshot.version,
-                    "digest": digest,
+                    **fields,
                     "validated_by": getattr(self.validator, "name", None),
                 }
             },
         )
-        return True

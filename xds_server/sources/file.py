@@ -12,9 +12,11 @@ but unchanged config by its content digest and publishes nothing then.
 Which paths to watch follows from what the worker read: the config path itself, and, once a
 compile reports them (:meth:`FileConfigSource.track`), every file of the config, every
 directory listed (a config directory, the directory of an include pattern, where a file
-added or removed changes the directory's own stat) and every include that named a missing
-file. Each comes with the signature it had when the worker read it, so a file edited while
-the worker was reading is noticed on the next tick.
+added or removed changes the directory's own stat), every include that named a missing
+file, and every secret file the compile read (a rotated secret reaches Envoy without an edit
+of the config; see :mod:`xds_server.worker.secret_files`). Each comes with the signature
+it had when the worker read it, so a file edited while the worker was reading is noticed on
+the next tick.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from xds_server.sources.base import (
     SourceError,
     SourceEvent,
 )
+from xds_server.worker.secret_files import NO_SECRET_FILES, SecretFiles
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class CompileInput:
     known_digest: str | None = None
     #: Fetched signing keys by issuer name (the JWKS manager's latest view).
     jwks: Mapping[str, IssuerKeys] = field(default_factory=dict)
+    #: With ``known_digest``: the secret files that outcome read, and what they held. The
+    #: worker answers "unchanged" only if they still hold it (a rotated secret file is a
+    #: change even though the config is not).
+    known_secrets: SecretFiles = NO_SECRET_FILES
 
 
 def merge_endpoints(
@@ -69,6 +74,7 @@ class SourceState:
         self.errors: dict[str, SourceError] = {}
         self.generation = 0
         self._settled_digest: str | None = None
+        self._settled_secrets = NO_SECRET_FILES
 
     def apply(self, event: SourceEvent) -> CompileInput | None:
         """Record ``event``; return the input to compile now, or None when nothing changed."""
@@ -105,12 +111,17 @@ class SourceState:
             merge_endpoints(self.endpoints),
             self._settled_digest,
             jwks={issuer: self.keys[issuer] for issuer in sorted(self.keys)},
+            known_secrets=self._settled_secrets if self._settled_digest else NO_SECRET_FILES,
         )
 
-    def settle(self, generation: int, digest: str | None) -> None:
-        """The outcome of ``generation`` (published, unchanged or rejected) has been acted on.
+    def settle(
+        self, generation: int, digest: str | None, secrets: SecretFiles = NO_SECRET_FILES
+    ) -> None:
+        """The outcome of ``generation`` (published, unchanged or rejected) has been acted on;
+        it was computed from the config files with ``digest`` and the secret files ``secrets``.
 
         An outcome of an older generation is ignored: a newer input is on its way.
         """
         if generation == self.generation:
             self._settled_digest = digest
+            self._settled_secrets = secrets

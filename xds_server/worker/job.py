@@ -29,6 +29,12 @@ from xds_server.compiler import IssuerKeys, compile_snapshot
 from xds_server.jwks.source import JwksSource, jwks_sources
 from xds_server.publish.locate import located_in
 from xds_server.snapshot.snapshot import InconsistentSnapshotError, Resource, Snapshot
+from xds_server.worker.secret_files import (
+    NO_SECRET_FILES,
+    SecretFileReads,
+    SecretFiles,
+    read_again,
+)
 from xds_server.worker.secret_values import read_loaded_secrets
 
 
@@ -45,6 +51,9 @@ class CompileJob:
     max_files: int = DEFAULT_MAX_CONFIG_FILES
     #: Fetched signing keys by issuer name (the JWKS manager's view; see CompileInput).
     jwks: Mapping[str, IssuerKeys] = field(default_factory=dict)
+    #: With ``known_digest``: the secret files must still read as this too (see
+    #: CompileInput.known_secrets).
+    known_secrets: SecretFiles = NO_SECRET_FILES
 
 
 #: Every path the worker looked at, with its stat signature then (None: missing), so that
@@ -66,6 +75,8 @@ class Compiled:
     watched: Watched = field(default=(), compare=False)
     #: The config's URL and file JWKS sources (no keys): what the JWKS manager must fetch.
     jwks_sources: tuple[JwksSource, ...] = ()
+    #: The secret files read, and what they held (compared, never shown).
+    secret_files: SecretFiles = NO_SECRET_FILES
 
 
 @dataclass(frozen=True)
@@ -73,14 +84,17 @@ class Rejected:
     digest: str
     problems: tuple[Problem, ...]
     watched: Watched = field(default=(), compare=False)
+    secret_files: SecretFiles = NO_SECRET_FILES
 
 
 @dataclass(frozen=True)
 class Unchanged:
-    """The files still have the digest whose outcome stands; nothing to do."""
+    """The files (the config's and its secret files) still hold what they held when the
+    outcome that stands was computed; nothing to do."""
 
     digest: str
     watched: Watched = field(default=(), compare=False)
+    secret_files: SecretFiles = NO_SECRET_FILES
 
 
 Outcome = Compiled | Rejected | Unchanged
@@ -97,7 +111,9 @@ def run_job(job: CompileJob) -> Outcome:
 
     The files are read once, by the bounded reader (regular files only, at most
     ``max_bytes`` and ``max_files`` together, never blocking), and the digest is of exactly
-    what is parsed. Every outcome lists the paths looked at, for the watcher."""
+    what is parsed. Every outcome lists the paths looked at (secret files too), for the
+    watcher, and the outcome for the same content stands (``Unchanged``) only while the
+    secret files read for it hold what they held."""
     started = time.perf_counter()
     files = read_config_files(
         job.path, job.max_bytes, job.limits, settle=job.settle, max_files=job.max_files
@@ -107,29 +123,37 @@ def run_job(job: CompileJob) -> Outcome:
         return Rejected("unreadable", tuple(files.error().report()), watched)
     digest = files.digest
     if digest == job.known_digest:
-        return Unchanged(digest, watched)
+        again = read_again(job.known_secrets.paths, settle=job.settle)
+        if again.known() == job.known_secrets:
+            return Unchanged(digest, watched + again.watched(), job.known_secrets)
+    reads = SecretFileReads(settle=job.settle)
     try:
         loaded = parse_files(files)
         labels = {"source": loaded.source, "digest": digest}
-        secrets = read_loaded_secrets(loaded)
+        secrets = read_loaded_secrets(loaded, read_file=reads.read)
         snapshot = compile_snapshot(
             loaded.config, job.discovered, labels, jwks=job.jwks, secrets=secrets
         )
         sources = jwks_sources(loaded.config, _declaring_dir(loaded))
     except ConfigError as exc:
-        return Rejected(digest, tuple(exc.report()), watched)
+        return Rejected(digest, tuple(exc.report()), watched + reads.watched(), reads.known())
     except InconsistentSnapshotError as exc:
-        return Rejected(digest, (Problem(job.path, "", str(exc), origin="compiler"),), watched)
+        problem = Problem(job.path, "", str(exc), origin="compiler")
+        return Rejected(digest, (problem,), watched + reads.watched(), reads.known())
     except Exception as exc:  # a loader or compiler bug must still be reported, not swallowed
         message, report = bug_report(exc)
         print(report, file=sys.stderr, flush=True)  # the worker's stderr is the control plane's
-        return Rejected(digest, (Problem(job.path, "", message, origin="compiler bug"),), watched)
+        problem = Problem(job.path, "", message, origin="compiler bug")
+        return Rejected(digest, (problem,), watched + reads.watched(), reads.known())
     resources = tuple(
         (r.name, r.type_url, r.any.value, r.version)
         for by_name in snapshot.resources.values()
         for r in by_name.values()
     )
-    return Compiled(digest, resources, labels, time.perf_counter() - started, watched, sources)
+    seconds = time.perf_counter() - started
+    return Compiled(
+        digest, resources, labels, seconds, watched + reads.watched(), sources, reads.known()
+    )
 
 
 def _declaring_dir(loaded: LoadedConfig) -> Callable[[int], str]:

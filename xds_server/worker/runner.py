@@ -232,6 +232,7 @@ class CompileRunner:
             settle=self.settle,
             max_files=self.max_files,
             jwks=request.jwks,
+            known_secrets=request.known_secrets,
         )
         try:
             data, code = await self._run(self._target, (job,), self._started)

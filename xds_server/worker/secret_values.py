@@ -47,6 +47,10 @@ MAX_SECRET_BYTES = 64 * 1024
 MAX_PATH_SHOWN = 400
 
 
+#: Reads the secret file at a path (raising :class:`SecretReadError`).
+ReadFile = Callable[[Path], str]
+
+
 class SecretReadError(Exception):
     """Why one secret could not be read; the message never holds the value."""
 
@@ -126,17 +130,19 @@ def read_loaded_secrets(
     loaded: LoadedConfig,
     environ: Mapping[str, str] | None = None,
     max_bytes: int = MAX_SECRET_BYTES,
+    read_file: ReadFile | None = None,
 ) -> dict[str, str]:
     """:func:`read_secrets` for a loaded config, which may be split across files: a relative
     ``file:`` is relative to the directory of the file that names it, and a problem is
-    placed in that file."""
+    placed in that file. ``read_file`` reads one secret file (default
+    :func:`read_file_secret`; the compile job's also remembers what it read, to watch it)."""
     origins = loaded.origins
 
     def base(loc: Loc) -> Path:
         index, _ = origins.origin(loc)
         return Path(origins.files[index].path if index is not None else origins.root).parent
 
-    return _read(loaded.config, base, origins.problems, environ, max_bytes)
+    return _read(loaded.config, base, origins.problems, environ, max_bytes, read_file)
 
 
 def _read(
@@ -145,8 +151,10 @@ def _read(
     located: Callable[[list[tuple[Loc, str]]], ConfigError],
     environ: Mapping[str, str] | None,
     max_bytes: int,
+    read_file: ReadFile | None = None,
 ) -> dict[str, str]:
     env = os.environ if environ is None else environ
+    reader = read_file or (lambda path: read_file_secret(path, max_bytes))
     values: dict[str, str] = {}
     failed: list[tuple[Loc, str]] = []
     for loc, ref in secret_refs(config):
@@ -158,7 +166,7 @@ def _read(
                 values[key] = read_env_secret(ref.env, env)
             else:
                 assert ref.file is not None
-                values[key] = read_file_secret(base(loc) / ref.file, max_bytes)
+                values[key] = reader(base(loc) / ref.file)
         except SecretReadError as exc:
             failed.append(((*loc, "env" if ref.env is not None else "file"), str(exc)))
     if failed:

@@ -87,7 +87,8 @@ def test_an_unwritable_cache_and_keys_held_back_by_a_rejected_config_are_said() 
         "signing keys (JWKS)",
         "  JWKS cache /ro/jwks: cannot create /ro/jwks: Read-only (keys serve from memory; a "
         "restart while an identity provider is down would have none)",
-        "  changed keys are not published while the config is REJECTED: fix the config",
+        "  changed keys are not published (the published snapshot refused them; see the "
+        "control plane's log) while the config is REJECTED: fix the config",
     ]
 
 

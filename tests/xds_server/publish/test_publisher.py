@@ -3,6 +3,10 @@ what it records as rejected, and when a rejection is cleared."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from meshgate.problems import Problem
 from tests.xds_client import mesh
 from xds_server.metrics import XdsMetrics
@@ -93,3 +97,37 @@ async def test_envoys_objection_is_located_by_the_locator_and_keeps_its_origin()
     validator.objections = []
     assert await pub.offer(OTHER, "d2")
     assert pub.state.version == OTHER.version and pub.accepted
+
+
+async def test_an_amendment_is_validated_and_keeps_the_configs_rejection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pub, validator, now = make()
+    await pub.offer(GOOD, "d1")
+    pub.reject([Problem("gateway.yaml", "", "broken edit")], "d2")
+    errors = list(pub.state.errors)
+    now[0] = 1020.0
+    # new signing keys put into the published snapshot: published, the rejection stands
+    assert await pub.amend(OTHER, "signing keys")
+    assert (pub.current, pub.state.version, pub.state.published_at) == (
+        OTHER,
+        OTHER.version,
+        1020.0,
+    )
+    assert pub.state.errors == errors and pub.state.rejected_digest == "d2"
+    assert pub.state.config_digest == "d1"  # still the config it was compiled from
+    assert not pub.accepted and valid(pub) == 0
+    assert pub.metrics.registry.get_sample_value(
+        "meshgate_config_reloads_total", {"result": "amended"}
+    )
+    # the same snapshot again: nothing to do
+    assert await pub.amend(OTHER, "signing keys")
+    # an objection: nothing published, logged, and not taken for the config's problem
+    validator.objections = ["Error adding/updating listener(s) l1: no"]
+    with caplog.at_level(logging.ERROR, logger="meshgate.publisher"):
+        assert not await pub.amend(GOOD, "signing keys")
+    assert pub.current is OTHER and pub.state.errors == errors
+    assert "a change to the published snapshot was refused" in caplog.text
+    assert pub.metrics.registry.get_sample_value(
+        "meshgate_config_reloads_total", {"result": "amend_refused"}
+    )

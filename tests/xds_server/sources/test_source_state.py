@@ -7,6 +7,7 @@ from meshgate.problems import Problem
 from xds_server.compiler.context import IssuerKeys
 from xds_server.sources.base import ConfigChanged, EndpointsChanged, KeysChanged, SourceError
 from xds_server.sources.state import SourceState, merge_endpoints
+from xds_server.worker.secret_files import NO_SECRET_FILES, SecretFiles
 
 FILE = "file:/etc/gw.yaml"
 
@@ -98,3 +99,17 @@ def test_new_keys_recompile_in_full_and_the_same_keys_do_nothing() -> None:
     assert state.apply(KeysChanged("jwks", dict(rotated))) is None
     dropped = state.apply(KeysChanged("jwks", {}))
     assert dropped is not None and dropped.jwks == {}
+
+
+def test_the_secret_files_an_outcome_read_go_with_its_digest() -> None:
+    read = SecretFiles(("/etc/meshgate/hmac.key",), "d" * 32)
+    state = SourceState()
+    first = state.apply(config_changed("1"))
+    assert first is not None and first.known_secrets == NO_SECRET_FILES
+    state.settle(first.generation, "abc", read)
+    # the secret file moved (the watcher tracks it): the worker compares them too
+    touched = state.apply(config_changed("2"))
+    assert touched is not None and (touched.known_digest, touched.known_secrets) == ("abc", read)
+    # new endpoints: compiled in full, nothing known
+    full = state.apply(EndpointsChanged("consul", {"api": (ep(80),)}))
+    assert full is not None and (full.known_digest, full.known_secrets) == (None, NO_SECRET_FILES)

@@ -52,6 +52,7 @@ def test_compiled_reports_url_and_file_sources_with_their_timings(tmp_path: Path
             2.0,
             60.0,
             7200.0,
+            ("RS256",),  # the issuer's algorithms: which fetched keys Envoy gets
         ),
         # a relative file is relative to the config's directory; the fingerprint is as written
         JwksSource(
@@ -62,6 +63,7 @@ def test_compiled_reports_url_and_file_sources_with_their_timings(tmp_path: Path
             5.0,
             300.0,
             86400.0,
+            ("RS256",),
         ),
     )
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from meshgate.config.identity import Issuer
@@ -68,8 +68,14 @@ def source_keys(issuer: Issuer, fetched: Mapping[str, IssuerKeys]) -> list[Any]:
     """Every key of the issuer's current source: inline, or fetched for this very source."""
     if issuer.jwks.inline is not None:
         return issuer.jwks.inline_keys()
-    keys = fetched.get(issuer.name)
-    if keys is None or keys.fingerprint != issuer.jwks.fingerprint():
+    return fetched_keys(issuer.name, issuer.jwks.fingerprint(), fetched)
+
+
+def fetched_keys(name: str, fingerprint: str, fetched: Mapping[str, IssuerKeys]) -> list[Any]:
+    """Every key fetched for issuer ``name`` from the source ``fingerprint`` names; none when
+    they were fetched from another source (the config changed) or not at all."""
+    keys = fetched.get(name)
+    if keys is None or keys.fingerprint != fingerprint:
         return []
     try:
         return parse_jwks(keys.document)
@@ -79,10 +85,21 @@ def source_keys(issuer: Issuer, fetched: Mapping[str, IssuerKeys]) -> list[Any]:
 
 def served_keys(issuer: Issuer, fetched: Mapping[str, IssuerKeys]) -> list[dict[str, Any]]:
     """The keys Envoy gets for ``issuer``: its usable ones, else :data:`NO_KEY` alone."""
-    return usable_keys(source_keys(issuer, fetched), issuer.algorithms) or [dict(NO_KEY)]
+    return usable_or_no_key(source_keys(issuer, fetched), issuer.algorithms)
+
+
+def usable_or_no_key(keys: Iterable[Any], algorithms: Iterable[str]) -> list[dict[str, Any]]:
+    """The keys of ``keys`` that verify one of ``algorithms``, else :data:`NO_KEY` alone."""
+    return usable_keys(keys, algorithms) or [dict(NO_KEY)]
 
 
 def served_jwks(issuer: Issuer, fetched: Mapping[str, IssuerKeys]) -> str:
     """:func:`served_keys` as the JWKS text of ``JwtProvider.local_jwks`` (deterministic)."""
-    doc = {"keys": served_keys(issuer, fetched)}
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return jwks_text(served_keys(issuer, fetched))
+
+
+def jwks_text(keys: list[dict[str, Any]]) -> str:
+    """A key set as ``local_jwks`` text: canonical, so the same keys give the same bytes (and
+    the same snapshot version) whoever computes them: a compile, or a re-key of the published
+    snapshot (:mod:`xds_server.compiler.features.jwt.rekey`)."""
+    return json.dumps({"keys": keys}, sort_keys=True, separators=(",", ":"))

@@ -255,6 +255,12 @@ def test_identity_headers_come_from_the_verified_payload() -> None:
         "x-meshgate-issuer",
     ]
     assert "%CEL(" in issuer_value([corp]) and ")%" not in issuer_value([corp])[:-2]
+    assert headers[-1][1] == issuer_value([corp])  # shadow: the token may be absent or bad
+    enforced = identity_headers([corp], enforced=True)
+    assert enforced[-1].header.value == "corp"  # one issuer, enforced: no per-request CEL
+    partner = Issuer.model_validate(_issuer("partner"))
+    both = identity_headers([corp, partner], enforced=True)
+    assert both[-1].header.value == issuer_value([corp, partner])
 
 
 def test_token_checks_cover_every_listener_issuer() -> None:

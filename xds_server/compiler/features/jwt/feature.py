@@ -102,4 +102,5 @@ def _headers(
     """The identity headers of a policy's routes: computed once per compile."""
     found = ctx.config.policy(policy)
     issuers = [i for n in (found.issuers if found else []) if (i := ctx.config.issuer(n))]
-    return header_names(issuers), identity_headers(issuers)
+    enforced = found is not None and found.mode == "enforce"
+    return header_names(issuers), identity_headers(issuers, enforced)

@@ -77,8 +77,15 @@ def header_names(issuers: Sequence[Issuer]) -> list[str]:
     return names
 
 
-def identity_headers(issuers: Sequence[Issuer]) -> list[base_pb2.HeaderValueOption]:
-    """The headers a route accepting ``issuers`` adds, in a fixed order."""
+def identity_headers(
+    issuers: Sequence[Issuer], enforced: bool = False
+) -> list[base_pb2.HeaderValueOption]:
+    """The headers a route accepting ``issuers`` adds, in a fixed order.
+
+    ``enforced``: the route's policy refuses requests without a verified token, so with one
+    issuer the request that reaches the upstream was vouched for by that issuer, and
+    ``x-meshgate-issuer`` is a constant instead of a CEL expression evaluated per request.
+    """
     out: list[base_pb2.HeaderValueOption] = []
     for issuer in issuers:
         claims = issuer.identity
@@ -90,5 +97,6 @@ def identity_headers(issuers: Sequence[Issuer]) -> list[base_pb2.HeaderValueOpti
                 out.append(_header(ROLES_HEADER, claim_value(issuer, role_claim), _APPEND))
         for name, claim in issuer.claim_headers.items():
             out.append(_header(name.lower(), claim_value(issuer, claim), _OVERWRITE))
-    out.append(_header(ISSUER_HEADER, issuer_value(issuers), _OVERWRITE))
+    vouched = issuers[0].name if enforced and len(issuers) == 1 else issuer_value(issuers)
+    out.append(_header(ISSUER_HEADER, vouched, _OVERWRITE))
     return out

@@ -43,6 +43,7 @@ from xds_server.compiler.policy_matchers import (
     any_id,
     any_of,
     authenticated,
+    deny_request_permission,
     has_subject,
     holds_role,
     methods_permission,
@@ -101,7 +102,7 @@ class _Compiler:
         for index, rule in enumerate(self.policy.deny):
             target = tried if shadow or rule.shadow else enforced
             target[rule_id(name, "deny", index)] = rbac_pb2.Policy(
-                permissions=[request_permission(rule.paths, rule.methods, self.ignore_case)],
+                permissions=[deny_request_permission(rule.paths, rule.methods)],
                 principals=[self._who(issuers, rule)],
             )
         grants = self._grants(issuers)

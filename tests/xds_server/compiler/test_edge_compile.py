@@ -123,9 +123,12 @@ def test_trusted_cidrs_use_the_xff_detection_extension() -> None:
     xff = xff_pb2.XffConfig()
     assert ext.typed_config.Unpack(xff)
     assert xff.xff_num_trusted_hops == 0
+    # Each IPv4 CIDR also in its IPv4-mapped form: a dual-stack proxy writes that form.
     assert [(c.address_prefix, c.prefix_len.value) for c in xff.xff_trusted_cidrs.cidrs] == [
         ("10.0.0.0", 8),
+        ("::ffff:10.0.0.0", 104),
         ("192.0.2.7", 32),
+        ("::ffff:192.0.2.7", 128),
         ("2001:db8::", 32),
     ]
     assert xff.HasField("skip_xff_append") and xff.skip_xff_append.value is False
@@ -264,6 +267,14 @@ LEVELS = _config(
         ("2001:db8:2::7", False, True, True),
         ("2001:db8:bad::1", False, False, False),
         ("2001:db9::1", False, False, True),
+        # An IPv4 client on a dual-stack socket, or in the x-forwarded-for of a dual-stack
+        # proxy, is '::ffff:a.b.c.d': the IPv4 rules apply to it all the same.
+        ("::ffff:10.1.5.5", True, True, True),
+        ("::ffff:10.1.2.3", False, True, True),
+        ("::ffff:10.66.1.1", False, False, False),
+        ("::ffff:198.51.100.1", False, False, True),
+        # Other embeddings of IPv4 (the deprecated IPv4-compatible form) are other addresses.
+        ("::10.66.1.1", False, False, True),
     ],
 )
 def test_levels_combine_and_deny_wins(ip: str, route_r: bool, admin_rest: bool, www: bool) -> None:

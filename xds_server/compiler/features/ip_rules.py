@@ -42,7 +42,7 @@ from xds_server.compiler.feature import Feature
 from xds_server.compiler.filters import http_filter
 from xds_server.compiler.identity_names import IP_RBAC_FILTER
 from xds_server.compiler.listeners import details_filter
-from xds_server.compiler.protos import cidr_range, json_format_string, pack
+from xds_server.compiler.protos import cidr_ranges, json_format_string, pack
 
 #: The one policy of the filter. ':' cannot occur in a config name, so no policy of the
 #: policy feature can share it (and its denial details).
@@ -68,8 +68,8 @@ def _used(ctx: ListenerContext) -> bool:
 
 
 def _remote_ip(cidrs: Sequence[str]) -> rbac_config_pb2.Principal:
-    """The client address is in one of ``cidrs``."""
-    ids = [rbac_config_pb2.Principal(remote_ip=cidr_range(c)) for c in cidrs]
+    """The client address is in one of ``cidrs`` (an IPv4 one also in its IPv4-mapped form)."""
+    ids = [rbac_config_pb2.Principal(remote_ip=r) for r in cidr_ranges(cidrs)]
     if len(ids) == 1:
         return ids[0]
     return rbac_config_pb2.Principal(or_ids=rbac_config_pb2.Principal.Set(ids=ids))
@@ -80,7 +80,7 @@ def deny_rules(levels: Sequence[IpRulesSettings]) -> rbac_config_pb2.RBAC:
     denied: list[str] = []
     for level in levels:
         denied += [c for c in level.deny if c not in denied]
-    principals = [rbac_config_pb2.Principal(remote_ip=cidr_range(c)) for c in denied]
+    principals = [rbac_config_pb2.Principal(remote_ip=r) for r in cidr_ranges(denied)]
     allows: list[list[str]] = []
     for level in levels:
         if level.allow and level.allow not in allows:

@@ -41,13 +41,14 @@ class Keys:
     partner: SigningKey = field(default_factory=lambda: SigningKey.ec("partner-1"))
 
     @staticmethod
-    def claims(iss: str = CORP_ISS, **extra: Any) -> dict[str, Any]:
+    def claims(iss: Any = CORP_ISS, **extra: Any) -> dict[str, Any]:
         base: dict[str, Any] = {
             "iss": iss,
             "aud": AUDIENCE,
             "sub": "alice",
             "exp": in_(3600),
             "iat": in_(-10),
+            "roles": ["reader"],
         }
         return {k: v for k, v in {**base, **extra}.items() if v is not _DROP}
 

@@ -132,6 +132,10 @@ def loose_path_permission(pattern: PathPattern) -> rbac_pb2.Permission:
     more than it says, never less.
     """
     strict = [_url_path(m) for m in path_matchers(pattern, ignore_case=True)]
+    base = pattern.base()
+    if not pattern.rest and base.endswith("/") and base != "/":
+        # '/admin/' also denies '/admin', which the gates below would not look at.
+        strict.append(_url_path(string_pb2.StringMatcher(exact=base[:-1], ignore_case=True)))
     if pattern.base() == "" and pattern.rest:  # '/**': every path already
         return any_of(strict)
     gates = [_url_path(string_pb2.StringMatcher(contains=";"))]

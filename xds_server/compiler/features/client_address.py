@@ -16,7 +16,8 @@ with its own ``x-forwarded-for``:
   skipping entries in the CIDRs (Envoy 1.40 walks them). Envoy refuses an original IP detection
   extension together with ``use_remote_address``, so it is switched off on these listeners,
   and ``skip_xff_append: false`` keeps appending the peer to ``x-forwarded-for`` as the other
-  modes do, so the upstream sees the whole chain.
+  modes do, so the upstream sees the whole chain. The trusted CIDRs come with the
+  IPv4-mapped form of each IPv4 one (a dual-stack proxy writes its address so).
 """
 
 from __future__ import annotations

@@ -7,6 +7,12 @@ a policy: a route without a policy today may get one tomorrow, and an upstream c
 which route a request came by. So the strip is not a per-route feature but the first filter
 of every chain, before any filter that could read or set an identity header.
 
+The same holds for the headers issuers' ``claim_headers`` name (``x-user-email``): they are
+removed by exact name on every listener. On listeners that trust proxies by address (where
+Envoy's ``use_remote_address`` is off, so Envoy believes every peer's ``x-envoy-*`` headers),
+the filter also does what Envoy does elsewhere: it removes the client's edge headers and sets
+``x-envoy-external-address`` to the client address.
+
 It is Envoy's header_mutation filter with one ``remove_on_match`` on the name prefix
 (case-insensitive; Envoy lower-cases header names anyway). It runs once per request and
 touches only the request headers, so it costs the same on every route, and no per-route

@@ -7,7 +7,9 @@ listener's, it does not add to it), so the levels are combined here at compile t
 DENY policy per place that needs its own: "in some deny CIDR, or outside some level's allow
 list". The client address is ``remote_ip``: the address the listener's ``client_address``
 settles on (``client_address.py``), never the raw peer and never a client's own
-``x-forwarded-for``.
+``x-forwarded-for``. Each IPv4 CIDR comes with its IPv4-mapped IPv6 form
+(``protos.cidr_ranges``): a client of a dual-stack listener, or in the ``x-forwarded-for`` of a
+dual-stack proxy, is ``::ffff:a.b.c.d``, which Envoy never finds in an IPv4 range.
 
 Where the config goes:
 

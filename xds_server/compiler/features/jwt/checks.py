@@ -93,6 +93,8 @@ KEY_CHECKS = tuple(
 #: Every check, in the order of the RBAC policies.
 TOKEN_CHECKS: tuple[TokenCheck, ...] = (CRIT, *KEY_CHECKS, ALG, IAT, DUPLICATE, CLAIMS)
 
+#: Registered claims jwt_authn parses as strings (it refuses a token where they are not).
+STRING_CLAIMS = frozenset({"iss", "sub"})
 #: Text a header cannot carry as it is: leading or trailing whitespace (dropped by Envoy and
 #: every HTTP parser), control characters (refused by Envoy).
 UNSENDABLE_TEXT = r"(?s)[ \t].*|.*[ \t]|.*[\x00-\x1f\x7f].*"
@@ -168,7 +170,7 @@ def _all(principals: Sequence[rbac_pb2.Principal]) -> rbac_pb2.Principal:
 def _unsendable_claims(issuer: Issuer) -> rbac_pb2.Principal:
     """A verified token of ``issuer`` with a claim that is sent upstream (subject, tenant,
     ``claim_headers``) whose text a header cannot carry, or a subject or tenant that is not
-    a string (any string is ``(?s).*``)."""
+    a string (any string is ``(?s).*``; jwt_authn itself holds ``sub`` to be one)."""
     bad_text = value_pb2.ValueMatcher(string_match=_regex(UNSENDABLE_TEXT))
     any_text = value_pb2.ValueMatcher(string_match=_regex("(?s).*"))
     identity = [issuer.identity.subject]
@@ -184,6 +186,7 @@ def _unsendable_claims(issuer: Issuer) -> rbac_pb2.Principal:
             ]
         )
         for claim in identity
+        if claim not in STRING_CLAIMS
     ]
     return _any(ids)
 

@@ -18,8 +18,9 @@ response code details of a denial):
 Deny rules are ``policy:<name>:deny:<i>``. They match requests as upstreams may read them
 (paths with case, path parameters and a trailing slash aside, methods in any case:
 ``policy_matchers.deny_request_permission``), grants exactly: a deny that matches more fails
-closed, a grant that matched more would fail open. In ``mode: shadow`` both filters get the same rules
-as ``shadow_rules`` and enforce nothing (a deny rule with ``shadow: true`` alone is tried out
+closed, a grant that matched more would fail open.
+
+In ``mode: shadow`` both filters get the same rules as ``shadow_rules`` and enforce nothing (a deny rule with ``shadow: true`` alone is tried out
 the same way); Envoy writes what they would have decided into dynamic metadata, which the
 access log shows.
 

@@ -20,9 +20,9 @@ Deny rules are ``policy:<name>:deny:<i>``. They match requests as upstreams may 
 ``policy_matchers.deny_request_permission``), grants exactly: a deny that matches more fails
 closed, a grant that matched more would fail open.
 
-In ``mode: shadow`` both filters get the same rules as ``shadow_rules`` and enforce nothing (a deny rule with ``shadow: true`` alone is tried out
-the same way); Envoy writes what they would have decided into dynamic metadata, which the
-access log shows.
+In ``mode: shadow`` both filters get the same rules as ``shadow_rules`` and enforce nothing
+(a deny rule with ``shadow: true`` alone is tried out the same way); Envoy writes what they
+would have decided into dynamic metadata, which the access log shows.
 
 An enforcing policy always switches the deny filter on, even without deny rules: its
 "allowed" result in the metadata is how the 403 reply tells a denial by this policy's allow

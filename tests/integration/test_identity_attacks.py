@@ -637,9 +637,7 @@ def test_a_killed_control_plane_changes_nothing_at_the_edge(gw: AttackGateway) -
     _enforced(gw)
 
 
-def test_a_hostile_config_file_keeps_the_last_good_policy(
-    gw: AttackGateway, tmp_path: Path
-) -> None:
+def test_a_hostile_config_file_keeps_the_last_good_policy(gw: AttackGateway) -> None:
     """A file that does not load (here: a deny rule dropped for a role nobody defined, and
     garbage) is refused as a whole; the policy in force stays."""
     path = Path(gw.control_plane.config_path)

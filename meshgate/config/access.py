@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 ONE_SEGMENT = "*"
 ANY_REST = "**"
 _FORBIDDEN = re.compile(r"[\s?#\x00-\x1f\x7f]")
+#: Path parameters after a segment (``/a;jsessionid=1/b``), which some servers drop.
+_PARAMS = "(?:;[^/]*)?"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,45 @@ class PathPattern:
             body += "(?:/.*)?"
         return f"(?i){body}" if ignore_case else body
 
+    def loose_regex(self) -> str:
+        """The RE2 regex of every path an upstream may take for one this pattern means: any
+        case, path parameters (``;...``) after any literal segment, and a trailing slash.
+
+        Envoy routes on the path as sent (normalised), but many servers read it more loosely:
+        Tomcat and Jetty drop ``;jsessionid=...`` from every segment, Express ignores case and
+        a trailing slash by default, Spring MVC before 6 a trailing slash. A deny rule written
+        for ``/orders/*/refund`` must therefore also refuse ``/orders/7/Refund/`` and
+        ``/orders/7/refund;x=1``, or it would not deny what the upstream serves
+        (:meth:`matches_loosely` is the same in Python).
+        """
+        segments = list(self.segments)
+        if segments and segments[-1] == "":
+            segments.pop()
+        body = "".join(
+            "/[^/]+" if s == ONE_SEGMENT else f"/{re.escape(s)}{_PARAMS}" for s in segments
+        )
+        body += "(?:/.*)?" if self.rest else "/?"
+        return f"(?i){body}"
+
+    def matches_loosely(self, path: str) -> bool:
+        """Whether an upstream may take ``path`` for one this pattern means: case, path
+        parameters and one trailing slash aside (see :meth:`loose_regex`)."""
+        if not path.startswith("/"):
+            return False
+        parts = path[1:].split("/")
+        if parts[-1] == "":
+            parts.pop()
+        want = list(self.segments)
+        if want and want[-1] == "":
+            want.pop()
+        if self.rest:
+            if len(parts) < len(want):
+                return False
+            parts = parts[: len(want)]
+        elif len(parts) != len(want):
+            return False
+        return all(_loose_segment(w, got) for w, got in zip(want, parts, strict=True))
+
     def matches(self, path: str, case_sensitive: bool = True) -> bool:
         """Whether the (normalised, query-less) ``path`` is one this pattern means."""
         if not path.startswith("/"):
@@ -75,6 +116,13 @@ class PathPattern:
         elif len(parts) != len(want):
             return False
         return all(_segment_matches(w, p, case_sensitive) for w, p in zip(want, parts, strict=True))
+
+
+def _loose_segment(want: str, got: str) -> bool:
+    if want == ONE_SEGMENT:
+        return got != ""
+    want, got = want.casefold(), got.casefold()
+    return got == want or got.startswith(f"{want};")
 
 
 def _segment_matches(want: str, got: str, case_sensitive: bool) -> bool:

@@ -333,6 +333,18 @@ class Issuer(Model):
         return tokens
 
     @model_validator(mode="after")
+    def _query_is_stripped(self) -> Issuer:
+        queries = [t.query for t in self.tokens if t.query is not None]
+        if queries and self.forward_token:
+            raise ValueError(
+                f"a token in query parameter {show(queries[0])} cannot be forwarded: Envoy "
+                "verifies only the first copy of a parameter named twice "
+                f"('?{queries[0]}=A&{queries[0]}=B'), and the upstream may read the other one "
+                "(the URL also reaches its logs); read the token from a header to forward it"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _cookie_is_forwarded(self) -> Issuer:
         cookies = [t.cookie for t in self.tokens if t.cookie is not None]
         if cookies and not self.forward_token:

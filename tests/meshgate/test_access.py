@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import re2
 
 from meshgate.config import GatewayConfig
 from meshgate.config.access import RoleError, RoleGraph, effective_policy, parse_pattern
@@ -48,6 +49,55 @@ def test_pattern_matches(pattern: str, path: str, sensitive: bool, insensitive: 
     parsed = parse_pattern(pattern)
     assert parsed.matches(path) is sensitive
     assert parsed.matches(path, case_sensitive=False) is insensitive
+
+
+#: (pattern, path, an upstream may take the path for the pattern): case, path parameters and
+#: one trailing slash aside. What a deny rule refuses (``PathPattern.matches_loosely``).
+LOOSE = [
+    ("/orders/*/refund", "/orders/7/refund", True),
+    ("/orders/*/refund", "/orders/7/refund/", True),  # Express, Spring MVC < 6
+    ("/orders/*/refund", "/orders/7/Refund", True),  # Express, IIS
+    ("/orders/*/refund", "/orders/7/refund;jsessionid=1", True),  # Tomcat, Jetty
+    ("/orders/*/refund", "/orders;a/7;b/REFUND;c/", True),
+    ("/orders/*/refund", "/orders/7/refunds", False),
+    ("/orders/*/refund", "/orders/7/refund/x", False),
+    ("/orders/*/refund", "/orders/7/refund//", False),
+    ("/orders/*/refund", "/orders//refund", False),
+    ("/orders/*/refund", "/orders/7/refund.json", False),
+    ("/admin", "/admin/", True),
+    ("/admin", "/ADMIN;x", True),
+    ("/admin", "/administrator", False),
+    ("/admin", "/admin;x/y", False),
+    ("/admin/", "/admin", True),
+    ("/admin/**", "/admin;x", True),
+    ("/admin/**", "/Admin;x/users/1", True),
+    ("/admin/**", "/adminx/users", False),
+    ("/admin/**", "/admin_/users", False),
+    ("/a;b/c", "/a;b/c", True),
+    ("/a;b/c", "/a;b;x/c", True),
+    ("/a;b/c", "/a/c", False),
+    ("/", "/", True),
+    ("/", "/;x", False),
+    ("/**", "/anything;x/at/ALL/", True),
+    ("/*", "/x;y/", True),
+]
+
+
+@pytest.mark.parametrize(("pattern", "path", "expected"), LOOSE)
+def test_loose_matches(pattern: str, path: str, expected: bool) -> None:
+    parsed = parse_pattern(pattern)
+    assert parsed.matches_loosely(path) is expected
+    assert (re2.fullmatch(parsed.loose_regex(), path) is not None) is expected
+
+
+@pytest.mark.parametrize(("pattern", "path", "sensitive", "insensitive"), PATTERNS)
+def test_loose_covers_every_path_the_pattern_means(
+    pattern: str, path: str, sensitive: bool, insensitive: bool
+) -> None:
+    parsed = parse_pattern(pattern)
+    if insensitive:
+        assert parsed.matches_loosely(path)
+    assert parsed.matches_loosely(path) is (re2.fullmatch(parsed.loose_regex(), path) is not None)
 
 
 def test_pattern_parts() -> None:

@@ -56,6 +56,12 @@ class Cel:
         node.call_expr.args.extend(args)
         return node
 
+    def method(self, target: Expr, function: str, *args: Expr) -> Expr:
+        """``target.function(args)`` (a receiver-style call, such as ``s.matches(re)``)."""
+        node = self.call(function, *args)
+        node.call_expr.target.CopyFrom(target)
+        return node
+
     # --- operators ---------------------------------------------------------------------------
 
     def index(self, operand: Expr, key: str) -> Expr:
@@ -99,6 +105,14 @@ class Cel:
             self.has_key(filter_metadata, namespace),
             self.has_key(self.dynamic_metadata(namespace), key),
         )
+
+    def request_header(self, name: str) -> tuple[Expr, Expr]:
+        """``'name' in request.headers`` and ``request.headers['name']``: every value of the
+        header, joined with ',' (a guard and the lookup it guards)."""
+        headers = self.select(self.ident("request"), "headers")
+        present = self.has_key(headers, name)
+        value = self.index(self.select(self.ident("request"), "headers"), name)
+        return present, value
 
     def now_seconds(self) -> Expr:
         """``int(request.time)``: the request's arrival, in whole seconds since the epoch."""

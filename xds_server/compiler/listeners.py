@@ -6,6 +6,8 @@ settings through their hooks; this module knows none of them by name.
 
 from __future__ import annotations
 
+import ipaddress
+
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import address_pb2
 from envoy.config.core.v3 import substitution_format_string_pb2 as sfs_pb2
@@ -17,6 +19,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import wrappers_pb2
 
+from meshgate.config.values import address_key
 from xds_server.compiler.context import ListenerContext
 from xds_server.compiler.filters import http_filter_chain
 from xds_server.compiler.identity_names import (
@@ -152,6 +155,24 @@ def access_log() -> accesslog_pb2.AccessLog:
     )
 
 
+def dual_stack(ctx: ListenerContext) -> bool:
+    """Whether the listener binds ``::`` for IPv4 clients too.
+
+    ``::`` means every address, as for other servers on the host; Envoy binds it IPv6-only
+    unless told otherwise, refusing IPv4 clients. IPv4 clients of a dual-stack socket appear
+    as ``::ffff:a.b.c.d``, which every CIDR list of the compiler matches as well
+    (``protos.cidr_ranges``). A config that also binds an IPv4 address on the same port (the
+    way to serve both before) keeps ``::`` IPv6-only, or the two sockets would collide.
+    """
+    listener = ctx.listener
+    if address_key(listener.address) != "::":
+        return False
+    return not any(
+        other.port == listener.port and ipaddress.ip_address(other.address).version == 4
+        for other in ctx.config.listeners
+    )
+
+
 def compile_listener(ctx: ListenerContext) -> listener_pb2.Listener:
     listener = ctx.listener
     hcm = hcm_pb2.HttpConnectionManager(
@@ -176,7 +197,9 @@ def compile_listener(ctx: ListenerContext) -> listener_pb2.Listener:
         name=listener.name,
         address=address_pb2.Address(
             socket_address=address_pb2.SocketAddress(
-                address=listener.address, port_value=listener.port
+                address=listener.address,
+                port_value=listener.port,
+                ipv4_compat=dual_stack(ctx),
             )
         ),
         filter_chains=[

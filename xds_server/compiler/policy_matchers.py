@@ -23,8 +23,9 @@ from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
 
-from meshgate.config.access import PathPattern, parse_pattern
+from meshgate.config.access import ONE_SEGMENT, PathPattern, parse_pattern
 from meshgate.config.identity import Issuer
+from meshgate.config.regex import ENVOY_MAX_PROGRAM_SIZE, compile_re2
 from xds_server.compiler.identity_names import JWT_FILTER, payload_key
 
 #: Methods a permission naming the first also covers: servers answer ``HEAD`` like ``GET``
@@ -80,8 +81,11 @@ def paths_permission(patterns: Sequence[str], ignore_case: bool) -> rbac_pb2.Per
     )
 
 
-def methods_permission(methods: Sequence[str]) -> rbac_pb2.Permission:
-    """Requests with one of ``methods`` (each an exact ``:method`` match; ``GET`` adds ``HEAD``)."""
+def methods_permission(methods: Sequence[str], ignore_case: bool = False) -> rbac_pb2.Permission:
+    """Requests with one of ``methods`` (each an exact ``:method`` match; ``GET`` adds ``HEAD``).
+
+    ``ignore_case`` for deny rules: Envoy's HTTP/2 codec passes ``:method: delete`` on (its
+    HTTP/1 codec refuses it) and some servers (Werkzeug, ASP.NET) take it for ``DELETE``."""
     wanted: list[str] = []
     for method in methods:
         for name in (method, IMPLIED_METHODS.get(method)):
@@ -91,7 +95,8 @@ def methods_permission(methods: Sequence[str]) -> rbac_pb2.Permission:
         [
             rbac_pb2.Permission(
                 header=rc_pb2.HeaderMatcher(
-                    name=":method", string_match=string_pb2.StringMatcher(exact=name)
+                    name=":method",
+                    string_match=string_pb2.StringMatcher(exact=name, ignore_case=ignore_case),
                 )
             )
             for name in wanted
@@ -108,6 +113,53 @@ def request_permission(
         parts.append(paths_permission(paths, ignore_case))
     if methods:
         parts.append(methods_permission(methods))
+    return all_of(parts)
+
+
+def _url_path(matcher: string_pb2.StringMatcher) -> rbac_pb2.Permission:
+    return rbac_pb2.Permission(url_path=path_pb2.PathMatcher(path=matcher))
+
+
+def loose_path_permission(pattern: PathPattern) -> rbac_pb2.Permission:
+    """Requests whose path an upstream may take for one ``pattern`` means, though it is
+    written otherwise: any case, path parameters, a trailing slash
+    (:meth:`~meshgate.config.access.PathPattern.loose_regex`).
+
+    The pattern's own matchers (without case) come first and decide most requests with an
+    exact or prefix comparison; the loose regex runs only for a path with a ``;`` (or, unless
+    the pattern ends in ``/**``, one ending in ``/``). A pattern whose loose regex would pass
+    Envoy's RE2 program size limit denies every such path below its first segment instead:
+    more than it says, never less.
+    """
+    strict = [_url_path(m) for m in path_matchers(pattern, ignore_case=True)]
+    base = pattern.base()
+    if not pattern.rest and base.endswith("/") and base != "/":
+        # '/admin/' also denies '/admin', which the gates below would not look at.
+        strict.append(_url_path(string_pb2.StringMatcher(exact=base[:-1], ignore_case=True)))
+    if pattern.base() == "" and pattern.rest:  # '/**': every path already
+        return any_of(strict)
+    gates = [_url_path(string_pb2.StringMatcher(contains=";"))]
+    if not pattern.rest:
+        gates.append(_url_path(string_pb2.StringMatcher(suffix="/")))
+    loose = pattern.loose_regex()
+    if compile_re2(loose)._regexp.ProgramSize() <= ENVOY_MAX_PROGRAM_SIZE:
+        variant = string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=loose))
+    else:
+        first = pattern.segments[0]
+        head = "/" if first == ONE_SEGMENT else f"/{first}"
+        variant = string_pb2.StringMatcher(prefix=head, ignore_case=True)
+    return any_of([*strict, all_of([any_of(gates), _url_path(variant)])])
+
+
+def deny_request_permission(paths: Sequence[str], methods: Sequence[str]) -> rbac_pb2.Permission:
+    """What a deny rule refuses: its requests as an upstream may read them (paths loosely,
+    methods in any case). A deny rule matching more than it says fails closed; one matching
+    less would let through what it was written to stop."""
+    parts = []
+    if paths:
+        parts.append(any_of([loose_path_permission(parse_pattern(p)) for p in paths]))
+    if methods:
+        parts.append(methods_permission(methods, ignore_case=True))
     return all_of(parts)
 
 

@@ -15,10 +15,14 @@ response code details of a denial):
 * ``policy:<name>:authenticated``: a policy without ``roles`` and ``allow`` rules lets any
   caller with a verified token through.
 
-Deny rules are ``policy:<name>:deny:<i>``. In ``mode: shadow`` both filters get the same rules
-as ``shadow_rules`` and enforce nothing (a deny rule with ``shadow: true`` alone is tried out
-the same way); Envoy writes what they would have decided into dynamic metadata, which the
-access log shows.
+Deny rules are ``policy:<name>:deny:<i>``. They match requests as upstreams may read them
+(paths with case, path parameters and a trailing slash aside, methods in any case:
+``policy_matchers.deny_request_permission``), grants exactly: a deny that matches more fails
+closed, a grant that matched more would fail open.
+
+In ``mode: shadow`` both filters get the same rules as ``shadow_rules`` and enforce nothing
+(a deny rule with ``shadow: true`` alone is tried out the same way); Envoy writes what they
+would have decided into dynamic metadata, which the access log shows.
 
 An enforcing policy always switches the deny filter on, even without deny rules: its
 "allowed" result in the metadata is how the 403 reply tells a denial by this policy's allow
@@ -43,6 +47,7 @@ from xds_server.compiler.policy_matchers import (
     any_id,
     any_of,
     authenticated,
+    deny_request_permission,
     has_subject,
     holds_role,
     methods_permission,
@@ -101,7 +106,7 @@ class _Compiler:
         for index, rule in enumerate(self.policy.deny):
             target = tried if shadow or rule.shadow else enforced
             target[rule_id(name, "deny", index)] = rbac_pb2.Policy(
-                permissions=[request_permission(rule.paths, rule.methods, self.ignore_case)],
+                permissions=[deny_request_permission(rule.paths, rule.methods)],
                 principals=[self._who(issuers, rule)],
             )
         grants = self._grants(issuers)

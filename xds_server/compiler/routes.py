@@ -49,12 +49,15 @@ def compile_match(match: RouteMatch) -> rc_pb2.RouteMatch:
     else:
         rm.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=match.regex or ""))
     if match.methods:
+        # Without case: Envoy's HTTP/2 codec passes ':method: delete' on (its HTTP/1 codec
+        # refuses it), and some servers (Werkzeug, ASP.NET) take it for DELETE; matched with
+        # case, it would miss a route that protects DELETE and fall through to the next one.
         methods = sorted(set(match.methods))
         if len(methods) == 1:
-            matcher = string_pb2.StringMatcher(exact=methods[0])
+            matcher = string_pb2.StringMatcher(exact=methods[0], ignore_case=True)
         else:
             matcher = string_pb2.StringMatcher(
-                safe_regex=regex_pb2.RegexMatcher(regex=f"^({'|'.join(methods)})$")
+                safe_regex=regex_pb2.RegexMatcher(regex=f"(?i)^({'|'.join(methods)})$")
             )
         rm.headers.insert(0, rc_pb2.HeaderMatcher(name=":method", string_match=matcher))
     return rm

@@ -123,9 +123,12 @@ def test_trusted_cidrs_use_the_xff_detection_extension() -> None:
     xff = xff_pb2.XffConfig()
     assert ext.typed_config.Unpack(xff)
     assert xff.xff_num_trusted_hops == 0
+    # Each IPv4 CIDR also in its IPv4-mapped form: a dual-stack proxy writes that form.
     assert [(c.address_prefix, c.prefix_len.value) for c in xff.xff_trusted_cidrs.cidrs] == [
         ("10.0.0.0", 8),
+        ("::ffff:10.0.0.0", 104),
         ("192.0.2.7", 32),
+        ("::ffff:192.0.2.7", 128),
         ("2001:db8::", 32),
     ]
     assert xff.HasField("skip_xff_append") and xff.skip_xff_append.value is False
@@ -152,6 +155,85 @@ def test_the_strip_is_first_on_every_listener(listener: dict[str, Any]) -> None:
     assert all(
         CLIENT_HEADERS_FILTER not in vh.typed_per_filter_config for vh in routes.virtual_hosts
     )
+
+
+def _strip(hcm: hcm_pb2.HttpConnectionManager) -> header_mutation_pb2.HeaderMutation:
+    config = header_mutation_pb2.HeaderMutation()
+    assert hcm.http_filters[0].typed_config.Unpack(config)
+    return config
+
+
+def test_claim_headers_of_every_issuer_are_stripped_on_every_route() -> None:
+    config = yaml.safe_load(_config())
+    config["issuers"] = [
+        {
+            "name": name,
+            "issuer": f"https://{name}.example.com",
+            "audiences": "api",
+            "jwks": {"url": f"https://{name}.example.com/keys"},
+            "claim_headers": claim_headers,
+        }
+        for name, claim_headers in (
+            ("corp", {"X-User-Email": "email", "x-org": "org"}),
+            ("partner", {"x-user-email": "mail"}),
+        )
+    ]
+    # No route has a policy: a client must still not choose these headers for the upstream.
+    hcm, _ = _compiled(yaml.safe_dump(config))
+    removed = [m.remove_on_match.key_matcher for m in _strip(hcm).mutations.request_mutations]
+    assert [(m.exact, m.ignore_case) for m in removed[1:]] == [
+        ("x-user-email", False),  # Envoy lower-cases every request header name
+        ("x-org", False),
+    ]
+
+
+def test_trusted_cidrs_set_the_external_address_and_drop_edge_headers() -> None:
+    hcm, _ = _compiled(_config({"client_address": {"trusted_cidrs": ["10.0.0.0/8"]}}))
+    mutations = _strip(hcm).mutations.request_mutations
+    removed = [m.remove_on_match.key_matcher.exact for m in mutations[1:-1]]
+    assert removed == [
+        "x-envoy-original-path",
+        "x-envoy-decorator-operation",
+        "x-envoy-downstream-service-cluster",
+        "x-envoy-downstream-service-node",
+    ]
+    added = mutations[-1].append
+    assert (added.header.key, added.header.value) == (
+        "x-envoy-external-address",
+        "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+    )
+    assert added.append_action == added.OVERWRITE_IF_EXISTS_OR_ADD
+    # Envoy sets and cleans these itself where it uses the peer address.
+    for listener in ({}, {"client_address": {"trusted_hops": 1}}):
+        hcm, _ = _compiled(_config(listener))
+        assert len(_strip(hcm).mutations.request_mutations) == 1
+
+
+@pytest.mark.parametrize(
+    ("listeners", "compat"),
+    [
+        ([("::", 8080)], True),  # every address, IPv4 clients included
+        ([("0::0", 8080)], True),
+        ([("::1", 8080)], False),
+        ([("0.0.0.0", 8080)], False),
+        ([("::", 8080), ("0.0.0.0", 8080)], False),  # IPv4 has a socket of its own
+        ([("::", 8080), ("127.0.0.1", 8080)], False),
+        ([("::", 8080), ("0.0.0.0", 8081)], True),
+    ],
+)
+def test_unspecified_ipv6_address_binds_dual_stack(
+    listeners: list[tuple[str, int]], compat: bool
+) -> None:
+    config = yaml.safe_load(_config())
+    first = config["listeners"][0]
+    config["listeners"] = [
+        {**first, "name": f"l{i}", "address": address, "port": port}
+        for i, (address, port) in enumerate(listeners)
+    ]
+    snapshot = compile_snapshot(parse_config(yaml.safe_dump(config)).config)
+    listener = snapshot.of_type(LISTENER)["l0"].unpack()
+    assert isinstance(listener, listener_pb2.Listener)
+    assert listener.address.socket_address.ipv4_compat is compat
 
 
 # --- IP rules: where the config goes ----------------------------------------------------------
@@ -264,6 +346,14 @@ LEVELS = _config(
         ("2001:db8:2::7", False, True, True),
         ("2001:db8:bad::1", False, False, False),
         ("2001:db9::1", False, False, True),
+        # An IPv4 client on a dual-stack socket, or in the x-forwarded-for of a dual-stack
+        # proxy, is '::ffff:a.b.c.d': the IPv4 rules apply to it all the same.
+        ("::ffff:10.1.5.5", True, True, True),
+        ("::ffff:10.1.2.3", False, True, True),
+        ("::ffff:10.66.1.1", False, False, False),
+        ("::ffff:198.51.100.1", False, False, True),
+        # Other embeddings of IPv4 (the deprecated IPv4-compatible form) are other addresses.
+        ("::10.66.1.1", False, False, True),
     ],
 )
 def test_levels_combine_and_deny_wins(ip: str, route_r: bool, admin_rest: bool, www: bool) -> None:

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+import re2
 from cryptography.hazmat.primitives.asymmetric import ec
 from envoy.config.core.v3 import extension_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -23,9 +25,16 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from meshgate.config import GatewayConfig
 from meshgate.config.identity import Issuer
 from meshgate.config.jwk import key_algorithms, usable_keys
+from tests.support import rbac_eval
 from tests.support.tokens import SigningKey, jwks_of
 from xds_server.compiler import IssuerKeys, compile_resources
-from xds_server.compiler.features.jwt.checks import TOKEN_CHECKS, token_rules
+from xds_server.compiler.features.jwt.checks import (
+    CLAIMS,
+    DUPLICATE,
+    TOKEN_CHECKS,
+    token_rules,
+    twice_in_cookies,
+)
 from xds_server.compiler.features.jwt.headers import claim_value, identity_headers, issuer_value
 from xds_server.compiler.features.jwt.keys import NO_KEY, derive_no_key, served_keys
 from xds_server.compiler.features.jwt.replies import JWT_FAILURES, jwt_details
@@ -265,9 +274,19 @@ def test_identity_headers_come_from_the_verified_payload() -> None:
 
 def test_token_checks_cover_every_listener_issuer() -> None:
     corp = Issuer.model_validate(_issuer(algorithms=["RS256", "PS256"]))
-    partner = Issuer.model_validate(_issuer("partner", algorithms=["ES256"], jwks={"url": URL}))
+    partner = Issuer.model_validate(
+        _issuer(
+            "partner",
+            algorithms=["ES256"],
+            jwks={"url": URL},
+            tokens=[{"cookie": "session"}],
+            forward_token=True,
+        )
+    )
     rules = token_rules([corp, partner])
     assert set(rules.policies) == {c.name for c in TOKEN_CHECKS}
+    # Without a cookie source, no duplicate check to pay for.
+    assert DUPLICATE.name not in token_rules([corp]).policies
     assert all(":" in name for name in rules.policies)  # never a config name
     text = str(rules.policies["token:alg"])
     for expected in ("corp.header", "partner.header", "RS256", "PS256", "ES256"):
@@ -301,3 +320,53 @@ def test_a_key_change_updates_the_filter_config_not_the_listener() -> None:
         a.name for a, b in zip(after, before, strict=True) if a.version != b.version
     }
     assert changed == {JWT_FILTER}
+
+
+# --- claims a header cannot carry, and a token cookie sent twice -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("claims", "refused"),
+    [
+        ({"sub": "alice", "email": "a@x", "org": {"id": "acme"}}, False),
+        ({"sub": "ålice ☃", "org": {"id": 5}}, True),  # a tenant that is not a string
+        ({"sub": "alice", "org": {"id": ["a", "b"]}}, True),
+        ({"sub": "alice", "org": ["acme"]}, False),  # no tenant at all: no header
+        ({"sub": " alice"}, True),  # Envoy would send 'alice'
+        ({"sub": "alice\t"}, True),
+        ({"sub": "al ice"}, False),
+        ({"sub": "alice\r\nx-evil: 1"}, True),
+        ({"sub": "alice\x00"}, True),
+        ({"sub": "alice\x7f"}, True),
+        ({"sub": "alice", "email": "a@x "}, True),  # a claim_headers claim
+        ({"sub": "alice", "email": ["a@x "]}, False),  # a list is sent as JSON
+        ({"sub": "alice", "email": 7}, False),
+        ({"sub": "alice", "roles": [" admin"]}, False),  # roles are sent as JSON lists
+        ({}, False),  # no subject: no header
+    ],
+)
+def test_claims_a_header_cannot_carry_are_refused(claims: dict[str, Any], refused: bool) -> None:
+    corp = Issuer.model_validate(
+        _issuer(identity={"tenant": "org.id"}, claim_headers={"x-user-email": "email"})
+    )
+    policy = token_rules([corp]).policies[CLAIMS.name]
+    metadata = {JWT_FILTER: {"corp": {"iss": corp.issuer, **claims}}}
+    assert any(rbac_eval.principal_matches(p, metadata) for p in policy.principals) is refused
+
+
+@pytest.mark.parametrize(
+    ("cookie", "twice"),
+    [
+        ("session=a", False),
+        ("theme=dark; session=a", False),
+        ("session=a; session=b", True),
+        ("x=1; session=a; y=2;session=b", True),
+        ("session=a,session=b", True),  # two Cookie lines, as CEL joins them
+        ("a=1; session=a,b=2; session =b", True),
+        ("xsession=a; session=b", False),
+        ("session=a; session_id=b; mysession=c", False),
+        ("session=a; x=session=b", False),
+    ],
+)
+def test_a_token_cookie_sent_twice(cookie: str, twice: bool) -> None:
+    assert (re2.search(twice_in_cookies("session"), cookie) is not None) is twice

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import pytest
+import re2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
@@ -28,7 +29,7 @@ from meshgate.config.access import RoleGraph, parse_pattern
 from meshgate.config.identity import Rule
 from meshgate.config.regex import check_regex
 from meshgate.loader import parse_config
-from tests.meshgate.test_access import PATTERNS
+from tests.meshgate.test_access import LOOSE, PATTERNS
 from tests.paths import ROOT, TESTS
 from tests.support import rbac_eval
 from tests.test_docs_examples import examples
@@ -42,6 +43,7 @@ from xds_server.compiler.identity_names import (
 )
 from xds_server.compiler.policy_matchers import (
     claim_value_matcher,
+    deny_request_permission,
     methods_permission,
     paths_permission,
 )
@@ -640,3 +642,92 @@ def test_guide_example_is_accepted_by_envoy(line: int, text: str) -> None:
     )
     objections = asyncio.run(ValidateModeValidator().validate(compile_snapshot(loaded.config)))
     assert objections == []
+
+
+# --- deny rules refuse what an upstream may read as the denied request ------------------------
+
+#: (caller, method, path, status) against the 'orders' policy: the deny rule for
+#: '/orders/*/refund' and the grants, with paths and methods spelled as upstreams read them.
+LOOSE_TABLE = [
+    ("reader", "GET", "/orders/1/refund/", 403),  # a trailing slash (Express, Spring MVC < 6)
+    ("reader", "GET", "/orders/1/REFUND", 403),  # any case (Express, IIS)
+    ("reader", "GET", "/orders/1/refund;jsessionid=x", 403),  # path parameters (Tomcat)
+    ("reader", "GET", "/orders;a/1;b/Refund;c/", 403),
+    ("reader", "head", "/orders/1/refund", 403),  # HTTP/2 passes a lower-case method on
+    ("reader", "GET", "/orders/1/refunds", 200),  # another resource: still granted
+    ("reader", "GET", "/orders/1/refund.json", 200),
+    ("reader", "GET", "/orders/1;x", 200),  # parameters only matter to the deny rules
+    ("reader", "get", "/orders/1", 403),  # grants stay exact: a lower-case method gets nothing
+    ("admin", "delete", "/admin/x", 200),  # unless the grant names no method at all
+]
+
+
+def test_deny_rules_match_loosely_grants_exactly() -> None:
+    rules = _rules(_config(), "orders")
+    got = [(c, m, p, _verdict(rules, m, p, CALLERS[c])) for c, m, p, _ in LOOSE_TABLE]
+    assert got == LOOSE_TABLE
+
+
+@pytest.mark.parametrize("pattern", [p for p, *_ in PATTERNS])
+def test_deny_permission_agrees_with_the_model_on_every_path(pattern: str) -> None:
+    permission = deny_request_permission([pattern], [])
+    parsed = parse_pattern(pattern)
+    paths = {path for _, path, *_ in PATTERNS} | {p for _, p, _ in LOOSE}
+    for path in sorted(paths):
+        want = parsed.matches_loosely(path)
+        assert rbac_eval.permission_matches(permission, "GET", path) is want, (pattern, path)
+
+
+def test_deny_permission_too_long_for_a_loose_regex_denies_more_never_less() -> None:
+    # 14 literal segments around a '*': the loose regex would be over Envoy's RE2 limit.
+    pattern = "/api/v1/" + "/".join(f"s{i}" for i in range(12)) + "/*/refund"
+    parsed = parse_pattern(pattern)
+    permission = deny_request_permission([pattern], [])
+    for regex in _regexes(permission):
+        check_regex(regex)  # what Envoy gets is within its limit
+    inside = "/api/v1/" + "/".join(f"s{i}" for i in range(12)) + "/7/refund"
+    for path in (inside, inside + "/", inside.upper(), inside + ";x", "/API;x/other/path"):
+        assert rbac_eval.permission_matches(permission, "GET", path), path
+    # More: any path with ';' or a trailing slash below the pattern's first segment.
+    for path in ("/api/other/", "/api;x", "/APIX;y"):
+        assert not parsed.matches_loosely(path)
+        assert rbac_eval.permission_matches(permission, "GET", path), path
+    for path in ("/api/other", "/other;x/refund", "/other/"):
+        assert not rbac_eval.permission_matches(permission, "GET", path), path
+
+
+def test_route_methods_match_without_case() -> None:
+    config = _config(
+        listeners=[
+            {
+                "name": "public",
+                "port": 8080,
+                "virtual_hosts": [
+                    {
+                        "name": "shop",
+                        "routes": [
+                            {
+                                "name": "writes",
+                                "match": {"prefix": "/", "methods": ["DELETE", "POST"]},
+                                "policy": "orders",
+                                "service": "orders",
+                            },
+                            {
+                                "name": "delete",
+                                "match": {"prefix": "/", "methods": ["DELETE"]},
+                                "policy": "orders",
+                                "service": "orders",
+                            },
+                            {"name": "reads", "match": {"prefix": "/"}, "service": "orders"},
+                        ],
+                    }
+                ],
+            }
+        ]
+    )
+    _, routes = _resources(config)
+    writes, delete = _route(routes, "writes"), _route(routes, "delete")
+    [method] = [h for h in writes.match.headers if h.name == ":method"]
+    assert re2.fullmatch(method.string_match.safe_regex.regex, "delete")
+    [method] = [h for h in delete.match.headers if h.name == ":method"]
+    assert rbac_eval.string_matches(method.string_match, "delete")

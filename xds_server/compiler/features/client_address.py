@@ -16,7 +16,8 @@ with its own ``x-forwarded-for``:
   skipping entries in the CIDRs (Envoy 1.40 walks them). Envoy refuses an original IP detection
   extension together with ``use_remote_address``, so it is switched off on these listeners,
   and ``skip_xff_append: false`` keeps appending the peer to ``x-forwarded-for`` as the other
-  modes do, so the upstream sees the whole chain.
+  modes do, so the upstream sees the whole chain. The trusted CIDRs come with the
+  IPv4-mapped form of each IPv4 one (a dual-stack proxy writes its address so).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from google.protobuf import wrappers_pb2
 from meshgate.config.client import ClientAddress as ClientAddressSettings
 from xds_server.compiler.context import ListenerContext
 from xds_server.compiler.feature import Feature
-from xds_server.compiler.protos import cidr_range, pack
+from xds_server.compiler.protos import cidr_ranges, pack
 
 #: Envoy's name of the x-forwarded-for original IP detection extension.
 XFF_DETECTION = "envoy.http.original_ip_detection.xff"
@@ -44,7 +45,7 @@ def xff_detection(settings: ClientAddressSettings) -> extension_pb2.TypedExtensi
         typed_config=pack(
             xff_pb2.XffConfig(
                 xff_trusted_cidrs=xff_pb2.XffTrustedCidrs(
-                    cidrs=[cidr_range(c) for c in settings.trusted_cidrs]
+                    cidrs=cidr_ranges(settings.trusted_cidrs)
                 ),
                 skip_xff_append=wrappers_pb2.BoolValue(value=False),
             )

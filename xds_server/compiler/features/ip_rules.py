@@ -7,7 +7,9 @@ listener's, it does not add to it), so the levels are combined here at compile t
 DENY policy per place that needs its own: "in some deny CIDR, or outside some level's allow
 list". The client address is ``remote_ip``: the address the listener's ``client_address``
 settles on (``client_address.py``), never the raw peer and never a client's own
-``x-forwarded-for``.
+``x-forwarded-for``. Each IPv4 CIDR comes with its IPv4-mapped IPv6 form
+(``protos.cidr_ranges``): a client of a dual-stack listener, or in the ``x-forwarded-for`` of a
+dual-stack proxy, is ``::ffff:a.b.c.d``, which Envoy never finds in an IPv4 range.
 
 Where the config goes:
 
@@ -42,7 +44,7 @@ from xds_server.compiler.feature import Feature
 from xds_server.compiler.filters import http_filter
 from xds_server.compiler.identity_names import IP_RBAC_FILTER
 from xds_server.compiler.listeners import details_filter
-from xds_server.compiler.protos import cidr_range, json_format_string, pack
+from xds_server.compiler.protos import cidr_ranges, json_format_string, pack
 
 #: The one policy of the filter. ':' cannot occur in a config name, so no policy of the
 #: policy feature can share it (and its denial details).
@@ -68,8 +70,8 @@ def _used(ctx: ListenerContext) -> bool:
 
 
 def _remote_ip(cidrs: Sequence[str]) -> rbac_config_pb2.Principal:
-    """The client address is in one of ``cidrs``."""
-    ids = [rbac_config_pb2.Principal(remote_ip=cidr_range(c)) for c in cidrs]
+    """The client address is in one of ``cidrs`` (an IPv4 one also in its IPv4-mapped form)."""
+    ids = [rbac_config_pb2.Principal(remote_ip=r) for r in cidr_ranges(cidrs)]
     if len(ids) == 1:
         return ids[0]
     return rbac_config_pb2.Principal(or_ids=rbac_config_pb2.Principal.Set(ids=ids))
@@ -80,7 +82,7 @@ def deny_rules(levels: Sequence[IpRulesSettings]) -> rbac_config_pb2.RBAC:
     denied: list[str] = []
     for level in levels:
         denied += [c for c in level.deny if c not in denied]
-    principals = [rbac_config_pb2.Principal(remote_ip=cidr_range(c)) for c in denied]
+    principals = [rbac_config_pb2.Principal(remote_ip=r) for r in cidr_ranges(denied)]
     allows: list[list[str]] = []
     for level in levels:
         if level.allow and level.allow not in allows:

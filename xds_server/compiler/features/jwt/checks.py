@@ -10,7 +10,15 @@ issuer and audience, and nothing else. It accepts:
 * header members that carry or point to keys (``jwk``, ``jku``, ``x5u``, ``x5c``): jwt_authn
   never uses them, but an upstream or a later verifier that does could be tricked into trusting
   a key the client chose, so a token carrying them is refused outright;
-* an ``iat`` in the future.
+* an ``iat`` in the future;
+* a cookie source named twice (``session=A; session=B``): jwt_authn verifies the first copy,
+  and the cookie is always forwarded, so an upstream reading the other one (or all of them)
+  would take an unverified token for the verified one;
+* claims the gateway passes on as headers that a header cannot carry as they are: Envoy drops
+  leading and trailing whitespace (a subject ``" alice"`` would reach the upstream as
+  ``alice``, while a policy rule for ``alice`` did not match it) and refuses control
+  characters (the request would fail with a 503); a subject or tenant that is not a string
+  would arrive as JSON text no rule matched.
 
 The JOSE header and payload of every verified token are in dynamic metadata (``header_key``,
 ``payload_key``), so one DENY rule per check, each matching the listener's issuers, refuses
@@ -20,12 +28,13 @@ the check's reason (``replies.py``), as a bad token, not 403.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
-from envoy.type.matcher.v3 import metadata_pb2, string_pb2, value_pb2
+from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 
 from meshgate.config.identity import Issuer
 from xds_server.compiler.cel import Cel, Expr
@@ -66,12 +75,29 @@ ALG = TokenCheck(
     "token:alg", "algorithm_not_allowed", "the token's algorithm is not allowed for its issuer"
 )
 IAT = TokenCheck("token:iat", "issued_in_future", "the token says it was issued in the future")
+DUPLICATE = TokenCheck(
+    "token:duplicate",
+    "duplicate_token",
+    "the token's cookie is sent more than once; the gateway verifies one copy only",
+)
+CLAIMS = TokenCheck(
+    "token:claims",
+    "claim_invalid",
+    "a claim the gateway passes on as a header has leading or trailing whitespace, a control "
+    "character, or (subject, tenant) is not a string",
+)
 KEY_CHECKS = tuple(
     TokenCheck(f"token:{member}", reason, f"{message}; keys come from the issuer only", member)
     for member, reason, message in KEY_MEMBERS
 )
 #: Every check, in the order of the RBAC policies.
-TOKEN_CHECKS: tuple[TokenCheck, ...] = (CRIT, *KEY_CHECKS, ALG, IAT)
+TOKEN_CHECKS: tuple[TokenCheck, ...] = (CRIT, *KEY_CHECKS, ALG, IAT, DUPLICATE, CLAIMS)
+
+#: Registered claims jwt_authn parses as strings (it refuses a token where they are not).
+STRING_CLAIMS = frozenset({"iss", "sub"})
+#: Text a header cannot carry as it is: leading or trailing whitespace (dropped by Envoy and
+#: every HTTP parser), control characters (refused by Envoy).
+UNSENDABLE_TEXT = r"(?s)[ \t].*|.*[ \t]|.*[\x00-\x1f\x7f].*"
 
 
 def _header_member(issuer: Issuer, member: str, exact: str | None = None) -> rbac_pb2.Principal:
@@ -93,6 +119,76 @@ def _header_member(issuer: Issuer, member: str, exact: str | None = None) -> rba
             )
         )
     )
+
+
+def _claim(issuer: Issuer, claim: str, value: value_pb2.ValueMatcher) -> rbac_pb2.Principal:
+    """A claim (nested with '.') of ``issuer``'s verified token."""
+    path = [payload_key(issuer.name), *claim.split(".")]
+    return rbac_pb2.Principal(
+        sourced_metadata=rbac_pb2.SourcedMetadata(
+            metadata_matcher=metadata_pb2.MetadataMatcher(
+                filter=JWT_FILTER,
+                path=[metadata_pb2.MetadataMatcher.PathSegment(key=key) for key in path],
+                value=value,
+            )
+        )
+    )
+
+
+def _regex(regex: str) -> string_pb2.StringMatcher:
+    return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=regex))
+
+
+def twice_in_cookies(name: str) -> str:
+    """A regex (searched, as CEL's ``matches`` does) for the ``cookie`` header values holding
+    the cookie ``name`` twice: several ``Cookie`` lines are joined with ',' in the lookup,
+    cookies within one with ';', and parsers drop the spaces around a name."""
+    one = rf"[ \t]*{re.escape(name)}[ \t]*="
+    return rf"(?:^|[;,]){one}(?s:.*)[;,]{one}"
+
+
+def _duplicated(cel: Cel, issuer: Issuer) -> Expr | None:
+    """A verified token of ``issuer`` next to a second copy of its cookie. Only after
+    verification: a request without a token pays nothing, and the cookies of another
+    issuer's routes are not judged here. CEL, because an RBAC header matcher tests each
+    ``Cookie`` line apart, and the second copy may come on a line of its own."""
+    cookies = [t.cookie for t in issuer.tokens if t.cookie is not None]
+    if not cookies:
+        return None
+    twice = []
+    for cookie in cookies:
+        present, value = cel.request_header("cookie")
+        regex = cel.string(twice_in_cookies(cookie))
+        twice.append(cel.all_of(present, cel.method(value, "matches", regex)))
+    return cel.all_of(cel.has_metadata(JWT_FILTER, payload_key(issuer.name)), cel.any_of(*twice))
+
+
+def _all(principals: Sequence[rbac_pb2.Principal]) -> rbac_pb2.Principal:
+    return rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(ids=principals))
+
+
+def _unsendable_claims(issuer: Issuer) -> rbac_pb2.Principal:
+    """A verified token of ``issuer`` with a claim that is sent upstream (subject, tenant,
+    ``claim_headers``) whose text a header cannot carry, or a subject or tenant that is not
+    a string (any string is ``(?s).*``; jwt_authn itself holds ``sub`` to be one)."""
+    bad_text = value_pb2.ValueMatcher(string_match=_regex(UNSENDABLE_TEXT))
+    any_text = value_pb2.ValueMatcher(string_match=_regex("(?s).*"))
+    identity = [issuer.identity.subject]
+    if issuer.identity.tenant is not None:
+        identity.append(issuer.identity.tenant)
+    sent = [*identity, *(c for c in issuer.claim_headers.values() if c not in identity)]
+    ids = [_claim(issuer, claim, bad_text) for claim in sent]
+    ids += [
+        _all(
+            [
+                _claim(issuer, claim, value_pb2.ValueMatcher(present_match=True)),
+                rbac_pb2.Principal(not_id=_claim(issuer, claim, any_text)),
+            ]
+        )
+        for claim in identity
+        if claim not in STRING_CLAIMS
+    ]
+    return _any(ids)
 
 
 def _any(principals: Sequence[rbac_pb2.Principal]) -> rbac_pb2.Principal:
@@ -144,6 +240,18 @@ def token_rules(issuers: Sequence[Issuer]) -> rbac_pb2.RBAC:
     policies[ALG.name] = rbac_pb2.Policy(
         permissions=[rbac_pb2.Permission(any=True)],
         principals=[_any([_algorithm_not_allowed(i) for i in issuers])],
+    )
+    dup_cel = Cel()
+    duplicated = [e for e in (_duplicated(dup_cel, i) for i in issuers) if e is not None]
+    if duplicated:
+        policies[DUPLICATE.name] = rbac_pb2.Policy(
+            permissions=[rbac_pb2.Permission(any=True)],
+            principals=[rbac_pb2.Principal(any=True)],
+            condition=dup_cel.any_of(*duplicated),
+        )
+    policies[CLAIMS.name] = rbac_pb2.Policy(
+        permissions=[rbac_pb2.Permission(any=True)],
+        principals=[_any([_unsendable_claims(i) for i in issuers])],
     )
     cel = Cel()
     policies[IAT.name] = rbac_pb2.Policy(

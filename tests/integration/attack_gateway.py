@@ -13,24 +13,39 @@ that starts with ``corp``'s, for cross-issuer confusion.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from meshgate.proxy.envoy_process import free_port
-from tests.support.tokens import SigningKey, in_, jwks_of
+from tests.support.tokens import SigningKey
 
-from .harness import Client, ControlPlane, Envoy, wait_until, write_config
+from .harness import ControlPlane, Envoy
+from .identity_gateway import (
+    CORP_ISS,
+    HEADER_LIMIT_KB,
+    PARTNER_ISS,
+    claims,
+    health_route,
+    inline_issuer,
+    serving,
+)
 from .upstreams_protection import RecordingUpstream, Seen
 
-CORP_ISS = "https://login.corp.example"
+__all__ = [
+    "CORP_ISS",
+    "DROP",
+    "HEADER_LIMIT_KB",
+    "TENANT_ISS",
+    "AttackGateway",
+    "Keys",
+    "gateway_config",
+    "start",
+]
+
 #: Another issuer whose ``iss`` has corp's as a prefix, with a key of its own.
 TENANT_ISS = "https://login.corp.example/tenant2"
-PARTNER_ISS = "https://id.partner.example"
-AUDIENCE = "shop"
-HEADER_LIMIT_KB = 16
 LISTENERS = ("main", "hops", "cidrs", "dual")
 
 
@@ -42,15 +57,8 @@ class Keys:
 
     @staticmethod
     def claims(iss: Any = CORP_ISS, **extra: Any) -> dict[str, Any]:
-        base: dict[str, Any] = {
-            "iss": iss,
-            "aud": AUDIENCE,
-            "sub": "alice",
-            "exp": in_(3600),
-            "iat": in_(-10),
-            "roles": ["reader"],
-        }
-        return {k: v for k, v in {**base, **extra}.items() if v is not _DROP}
+        made = claims(iss, **{"roles": ["reader"], **extra})
+        return {k: v for k, v in made.items() if v is not _DROP}
 
     def corp_token(self, **extra: Any) -> str:
         return self.corp.sign(self.claims(**extra))
@@ -59,17 +67,6 @@ class Keys:
 #: A claim value that removes the claim from :meth:`Keys.claims`.
 _DROP = object()
 DROP: Any = _DROP
-
-
-def _issuer(name: str, iss: str, key: SigningKey, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "issuer": iss,
-        "audiences": AUDIENCE,
-        "algorithms": [key.alg],
-        "jwks": {"inline": json.dumps(jwks_of(key, with_alg=False))},
-        **extra,
-    }
 
 
 def gateway_config(keys: Keys, ports: dict[str, int], upstream: int) -> dict[str, Any]:
@@ -86,12 +83,7 @@ def gateway_config(keys: Keys, ports: dict[str, int], upstream: int) -> dict[str
                 "name": "app",
                 "policy": "orders",
                 "routes": [
-                    {
-                        "name": "health",
-                        "match": {"path": "/healthz"},
-                        "direct_response": {"status": 200, "body": "ok"},
-                        "public": True,
-                    },
+                    health_route(),
                     route("/public/", public=True),
                     {
                         "match": {"prefix": "/legacy/", "case_sensitive": False},
@@ -148,7 +140,7 @@ def gateway_config(keys: Keys, ports: dict[str, int], upstream: int) -> dict[str
         "listeners": [main, hops, cidrs, dual],
         "services": [{"name": "rec", "endpoints": [{"address": "127.0.0.1", "port": upstream}]}],
         "issuers": [
-            _issuer(
+            inline_issuer(
                 "corp",
                 CORP_ISS,
                 keys.corp,
@@ -156,9 +148,9 @@ def gateway_config(keys: Keys, ports: dict[str, int], upstream: int) -> dict[str
                 identity={"tenant": "org.id", "roles": ["roles", "scope"]},
                 claim_headers={"x-user-email": "email"},
             ),
-            _issuer("tenant", TENANT_ISS, keys.tenant),
+            inline_issuer("tenant", TENANT_ISS, keys.tenant),
             # corp's tokens, from the Authorization header or the access_token parameter
-            _issuer(
+            inline_issuer(
                 "corp-multi",
                 CORP_ISS,
                 keys.corp,
@@ -167,14 +159,14 @@ def gateway_config(keys: Keys, ports: dict[str, int], upstream: int) -> dict[str
                     {"query": "access_token"},
                 ],
             ),
-            _issuer(
+            inline_issuer(
                 "corp-cookie",
                 CORP_ISS,
                 keys.corp,
                 tokens=[{"cookie": "session"}],
                 forward_token=True,
             ),
-            _issuer(
+            inline_issuer(
                 "partner",
                 PARTNER_ISS,
                 keys.partner,
@@ -226,16 +218,6 @@ def start(tmp: Path) -> Iterator[AttackGateway]:
     keys = Keys()
     upstream = RecordingUpstream()
     ports = {name: free_port() for name in LISTENERS}
-    path = tmp / "gateway.yaml"
-    write_config(path, gateway_config(keys, ports, upstream.port))
-    cp = ControlPlane(path)
-    envoy = Envoy(cp.xds_port)
-    client = Client(ports["main"])
-    try:
-        wait_until(lambda: client.request("/healthz")[0] == 200, 15)
+    config = gateway_config(keys, ports, upstream.port)
+    with serving(tmp / "gateway.yaml", config, upstream, ports["main"]) as (cp, envoy, _):
         yield AttackGateway(ports, upstream, envoy, cp, keys)
-    finally:
-        client.close()
-        envoy.stop()
-        cp.stop()
-        upstream.stop()

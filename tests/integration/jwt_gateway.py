@@ -8,24 +8,29 @@ forward it upstream.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from meshgate.proxy.envoy_process import free_port
-from tests.support.tokens import SigningKey, in_, jwks_of
+from tests.support.tokens import SigningKey
 
-from .harness import Client, ControlPlane, Envoy, wait_until, write_config
+from .harness import Client, ControlPlane, Envoy, write_config
+from .identity_gateway import (
+    CORP_ISS,
+    HEADER_LIMIT_KB,
+    PARTNER_ISS,
+    claims,
+    health_route,
+    inline_issuer,
+    serving,
+)
 from .upstreams_protection import RecordingUpstream, Seen
 
-CORP_ISS = "https://login.corp.example"
-PARTNER_ISS = "https://id.partner.example"
+__all__ = ["GHOST_ISS", "HEADER_LIMIT_KB", "PARTNER_ISS", "Idp", "JwtGateway", "start"]
+
 GHOST_ISS = "https://ghost.example"
-AUDIENCE = "shop"
-#: The JWT listener accepts request headers up to this size (a larger token is refused 431).
-HEADER_LIMIT_KB = 16
 
 
 @dataclass
@@ -39,32 +44,13 @@ class Idp:
 
     @staticmethod
     def claims(iss: str = CORP_ISS, **extra: Any) -> dict[str, Any]:
-        base: dict[str, Any] = {
-            "iss": iss,
-            "aud": AUDIENCE,
-            "sub": "alice",
-            "exp": in_(3600),
-            "iat": in_(-10),
-        }
-        return {**base, **extra}
+        return claims(iss, **extra)
 
     def corp_token(self, **extra: Any) -> str:
         return self.corp.sign(self.claims(**extra))
 
     def partner_token(self, **extra: Any) -> str:
         return self.partner.sign(self.claims(PARTNER_ISS, **extra))
-
-
-def _issuer(name: str, iss: str, key: SigningKey, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "issuer": iss,
-        "audiences": AUDIENCE,
-        "algorithms": [key.alg],
-        # No 'alg' on the published key: the issuer's allowlist alone must refuse PS256.
-        "jwks": {"inline": json.dumps(jwks_of(key, with_alg=False))},
-        **extra,
-    }
 
 
 def gateway_config(idp: Idp, port: int, upstream: int, unused_port: int) -> dict[str, Any]:
@@ -83,12 +69,7 @@ def gateway_config(idp: Idp, port: int, upstream: int, unused_port: int) -> dict
                         "name": "app",
                         "policy": "orders",
                         "routes": [
-                            {
-                                "name": "health",
-                                "match": {"path": "/healthz"},
-                                "direct_response": {"status": 200, "body": "ok"},
-                                "public": True,
-                            },
+                            health_route(),
                             {"match": {"prefix": "/public/"}, "public": True, **route},
                             {"match": {"prefix": "/shadow/"}, "policy": "audit", **route},
                             {"match": {"prefix": "/cookie/"}, "policy": "cookie", **route},
@@ -103,7 +84,7 @@ def gateway_config(idp: Idp, port: int, upstream: int, unused_port: int) -> dict
         ],
         "services": [{"name": "rec", "endpoints": [{"address": "127.0.0.1", "port": upstream}]}],
         "issuers": [
-            _issuer(
+            inline_issuer(
                 "corp",
                 CORP_ISS,
                 idp.corp,
@@ -111,19 +92,19 @@ def gateway_config(idp: Idp, port: int, upstream: int, unused_port: int) -> dict
                 identity=corp_identity,
                 claim_headers=claim_headers,
             ),
-            _issuer("partner", PARTNER_ISS, idp.partner, identity={"subject": "client_id"}),
-            _issuer(
+            inline_issuer("partner", PARTNER_ISS, idp.partner, identity={"subject": "client_id"}),
+            inline_issuer(
                 "corp-cookie",
                 CORP_ISS,
                 idp.corp,
                 tokens=[{"cookie": "session"}],
                 forward_token=True,
             ),
-            _issuer("corp-query", CORP_ISS, idp.corp, tokens=[{"query": "access_token"}]),
-            _issuer("corp-forward", CORP_ISS, idp.corp, forward_token=True),
+            inline_issuer("corp-query", CORP_ISS, idp.corp, tokens=[{"query": "access_token"}]),
+            inline_issuer("corp-forward", CORP_ISS, idp.corp, forward_token=True),
             # Keys from a URL nobody serves: never fetched, so its tokens must all be refused.
             {
-                **_issuer("ghost", GHOST_ISS, idp.corp),
+                **inline_issuer("ghost", GHOST_ISS, idp.corp),
                 "jwks": {"url": f"http://127.0.0.1:{unused_port}/jwks.json"},
             },
         ],
@@ -172,15 +153,6 @@ def start(tmp: Path) -> Iterator[JwtGateway]:
     port = free_port()
     path = tmp / "gateway.yaml"
     ghost_port = free_port()
-    write_config(path, gateway_config(idp, port, upstream.port, ghost_port))
-    cp = ControlPlane(path)
-    envoy = Envoy(cp.xds_port)
-    client = Client(port)
-    try:
-        wait_until(lambda: client.request("/healthz")[0] == 200, 15)
+    config = gateway_config(idp, port, upstream.port, ghost_port)
+    with serving(path, config, upstream, port) as (cp, envoy, client):
         yield JwtGateway(client, upstream, envoy, cp, idp, path, ghost_port)
-    finally:
-        client.close()
-        envoy.stop()
-        cp.stop()
-        upstream.stop()

@@ -21,6 +21,7 @@ import pytest
 from meshgate.proxy.envoy_process import free_port
 from tests.support.control_plane import wait_until
 from tests.support.jwks_server import JwksServer
+from tests.support.staff_gateway import staff_config
 from tests.support.tokens import SigningKey, jwks_of
 
 from .harness import ROOT, ControlPlane, write_config
@@ -29,34 +30,8 @@ K1, K2 = SigningKey.ec("k1"), SigningKey.ec("k2")
 
 
 def config(url: str, refresh: str = "1s", max_stale: str = "1h") -> dict[str, Any]:
-    return {
-        "listeners": [
-            {
-                "name": "public",
-                "address": "127.0.0.1",
-                "port": free_port(),
-                "virtual_hosts": [
-                    {
-                        "name": "v",
-                        "policy": "staff",
-                        "routes": [{"match": {"prefix": "/"}, "service": "api"}],
-                    }
-                ],
-            }
-        ],
-        "services": [{"name": "api", "endpoints": [{"address": "127.0.0.1", "port": 9}]}],
-        "issuers": [
-            {
-                "name": "corp",
-                "issuer": "https://idp.example",
-                "audiences": "api",
-                "algorithms": ["ES256"],
-                "jwks": {"url": url, "refresh": refresh, "max_stale": max_stale, "timeout": "1s"},
-            }
-        ],
-        # a policy names the issuer: its keys are in the snapshot (jwt_authn over ECDS)
-        "policies": [{"name": "staff", "issuers": ["corp"]}],
-    }
+    jwks = {"url": url, "refresh": refresh, "max_stale": max_stale, "timeout": "1s"}
+    return staff_config(jwks, port=free_port(), address="127.0.0.1")
 
 
 @pytest.fixture

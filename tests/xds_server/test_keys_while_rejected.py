@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from tests.support.staff_gateway import staff_config
 from tests.support.tokens import SigningKey, jwks_of
 from xds_server.app import ControlPlane, Settings
 from xds_server.compiler.context import IssuerKeys
@@ -21,32 +21,7 @@ from xds_server.worker.job import Compiled, CompileJob, Rejected, run_job, to_sn
 K1, K2 = SigningKey.ec("k1"), SigningKey.ec("k2")
 URL = "https://idp.example/jwks"
 
-CONFIG: dict[str, Any] = {
-    "listeners": [
-        {
-            "name": "public",
-            "port": 8080,
-            "virtual_hosts": [
-                {
-                    "name": "v",
-                    "policy": "staff",
-                    "routes": [{"match": {"prefix": "/"}, "service": "api"}],
-                }
-            ],
-        }
-    ],
-    "services": [{"name": "api", "endpoints": [{"address": "127.0.0.1", "port": 9}]}],
-    "issuers": [
-        {
-            "name": "corp",
-            "issuer": "https://idp.example",
-            "audiences": "api",
-            "algorithms": ["ES256"],
-            "jwks": {"url": URL},
-        }
-    ],
-    "policies": [{"name": "staff", "issuers": ["corp"]}],
-}
+CONFIG = staff_config({"url": URL})
 
 
 def keys(*signing: SigningKey) -> dict[str, IssuerKeys]:

@@ -166,10 +166,11 @@ def deny_request_permission(paths: Sequence[str], methods: Sequence[str]) -> rba
 # --- callers --------------------------------------------------------------------------------
 
 
-def _payload_matcher(
+def claim_principal(
     issuer: Issuer, claim: str, value: value_pb2.ValueMatcher
 ) -> rbac_pb2.Principal:
-    """A claim (nested with '.') of ``issuer``'s verified token payload."""
+    """A claim (nested with '.') of ``issuer``'s verified token payload, as jwt_authn left it
+    in the dynamic metadata (the policy rules and the jwt claim checks both match it)."""
     path = [payload_key(issuer.name), *claim.split(".")]
     return rbac_pb2.Principal(
         sourced_metadata=rbac_pb2.SourcedMetadata(
@@ -227,7 +228,7 @@ def holds_role(issuers: Sequence[Issuer], values: Sequence[str]) -> rbac_pb2.Pri
     matcher = claim_value_matcher(values)
     return any_id(
         [
-            _payload_matcher(issuer, claim, matcher)
+            claim_principal(issuer, claim, matcher)
             for issuer in issuers
             for claim in issuer.identity.roles
         ]
@@ -239,7 +240,7 @@ def has_subject(issuers: Sequence[Issuer], subjects: Sequence[str]) -> rbac_pb2.
     ``subjects``."""
     return any_id(
         [
-            _payload_matcher(
+            claim_principal(
                 issuer,
                 issuer.identity.subject,
                 value_pb2.ValueMatcher(string_match=string_pb2.StringMatcher(exact=subject)),
@@ -258,7 +259,7 @@ def authenticated(issuers: Sequence[Issuer]) -> rbac_pb2.Principal:
     """
     return any_id(
         [
-            _payload_matcher(
+            claim_principal(
                 issuer,
                 "iss",
                 value_pb2.ValueMatcher(string_match=string_pb2.StringMatcher(exact=issuer.issuer)),

@@ -10,6 +10,7 @@ from envoy.config.core.v3 import extension_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 
 from meshgate.config import GatewayConfig
+from tests.support.staff_gateway import staff_config
 from tests.support.tokens import SigningKey, jwks_of
 from xds_server.compiler import IssuerKeys, compile_snapshot
 from xds_server.compiler.features.jwt.keys import NO_KEY
@@ -25,41 +26,14 @@ FINGERPRINT = f"url:{URL}"
 
 
 def config(url: str = URL) -> GatewayConfig:
-    return GatewayConfig.model_validate(
-        {
-            "listeners": [
-                {
-                    "name": "public",
-                    "port": 8080,
-                    "virtual_hosts": [
-                        {
-                            "name": "v",
-                            "policy": "staff",
-                            "routes": [{"match": {"prefix": "/"}, "service": "api"}],
-                        }
-                    ],
-                }
-            ],
-            "services": [{"name": "api", "endpoints": [{"address": "127.0.0.1", "port": 9}]}],
-            "issuers": [
-                {
-                    "name": "corp",
-                    "issuer": "https://idp.example",
-                    "audiences": "api",
-                    "algorithms": ["ES256"],
-                    "jwks": {"url": url},
-                },
-                {
-                    "name": "fixed",
-                    "issuer": "https://fixed.example",
-                    "audiences": "api",
-                    "algorithms": ["ES256"],
-                    "jwks": {"inline": jwks_of(FIXED)},
-                },
-            ],
-            "policies": [{"name": "staff", "issuers": ["corp", "fixed"]}],
-        }
-    )
+    fixed = {
+        "name": "fixed",
+        "issuer": "https://fixed.example",
+        "audiences": "api",
+        "algorithms": ["ES256"],
+        "jwks": {"inline": jwks_of(FIXED)},
+    }
+    return GatewayConfig.model_validate(staff_config({"url": url}, more_issuers=(fixed,)))
 
 
 def keys(*signing: SigningKey, fingerprint: str = FINGERPRINT) -> dict[str, IssuerKeys]:

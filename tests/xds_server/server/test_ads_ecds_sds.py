@@ -35,10 +35,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.http.injected_credentials.generic.v3 import generic_pb2
 
-from meshgate.proxy.envoy_process import find_envoy, free_port
+from meshgate.proxy.envoy_process import free_port
 from tests.integration.harness import Upstreams
 from tests.xds_client import AdsServer, cluster, endpoints, route, serve_ads
-from tests.xds_server.server.test_ads_envoy import bootstrap, config_dump, eventually, section
+from tests.xds_server.server.test_ads_envoy import config_dump, envoy_on, eventually, section
 from xds_server.compiler.extension_configs import (
     discovered_http_filter,
     extension_config_resource,
@@ -183,104 +183,77 @@ async def test_filter_config_and_secret_change_without_listener_update(
     port = free_port()
     first = snapshot(port, upstream, "v1", FIRST_SECRET)
     ads.cache.set_snapshot(DEFAULT_GROUP, first)
-    config = tmp_path / "bootstrap.json"
-    config.write_text(json.dumps(bootstrap(ads.port, api_type)))
-    admin_path = tmp_path / "admin.txt"
     log_path = tmp_path / "envoy.log"
-    log = log_path.open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        find_envoy(),
-        "-c",
-        str(config),
-        "--use-dynamic-base-id",
-        "--base-id-path",
-        str(tmp_path / "base-id"),
-        "--admin-address-path",
-        str(admin_path),
-        "--disable-hot-restart",
-        "-l",
-        "info",
-        stdout=log,
-        stderr=log,
-    )
     try:
-        await eventually(lambda: admin_path.exists() and admin_path.read_text().strip(), "admin")
-        admin = admin_path.read_text().strip()
+        async with envoy_on(ads.port, api_type, tmp_path) as admin:
 
-        def stream() -> StreamStatus | None:
-            return next((s for s in ads.registry.streams.values() if s.node_id == NODE), None)
+            def stream() -> StreamStatus | None:
+                return next((s for s in ads.registry.streams.values() if s.node_id == NODE), None)
 
-        def runs(snap: Snapshot) -> bool:
-            st = stream()
-            return st is not None and all(
-                t in st.types and st.types[t].acked_version == snap.type_version(t)
-                for t in snap.types
+            def runs(snap: Snapshot) -> bool:
+                st = stream()
+                return st is not None and all(
+                    t in st.types and st.types[t].acked_version == snap.type_version(t)
+                    for t in snap.types
+                )
+
+            await eventually(lambda: runs(first), "every type ACKed, ECDS and SDS included")
+
+            def answers(header: str, token: str) -> bool:
+                try:
+                    headers, body = get(port)
+                except OSError:
+                    return False
+                return headers.get("x-ecds") == header and body["headers"].get("x-token") == token
+
+            await eventually(lambda: answers("v1", FIRST_SECRET), "the first configs in force")
+            modified = await asyncio.to_thread(stat, admin, "listener_manager.listener_modified")
+            version = listener_version(await asyncio.to_thread(config_dump, admin))
+
+            # Only the filter config changes: only ECDS is new, and Envoy applies it in place.
+            second = snapshot(port, upstream, "v2", FIRST_SECRET)
+            changed = {t for t in second.types if second.type_version(t) != first.type_version(t)}
+            assert changed == {EXTENSION_CONFIG}
+            ads.cache.set_snapshot(DEFAULT_GROUP, second)
+            await eventually(lambda: answers("v2", FIRST_SECRET), "the new filter config in force")
+
+            # Only the secret changes: only SDS is new, and the upstream sees the new value.
+            third = snapshot(port, upstream, "v2", SECOND_SECRET)
+            changed = {t for t in third.types if third.type_version(t) != second.type_version(t)}
+            assert changed == {SECRET}
+            ads.cache.set_snapshot(DEFAULT_GROUP, third)
+            await eventually(lambda: answers("v2", SECOND_SECRET), "the rotated secret in force")
+            await eventually(lambda: runs(third), "every type ACKed")
+
+            assert third.type_version(LISTENER) == first.type_version(LISTENER)
+            dump = await asyncio.to_thread(config_dump, admin)
+            assert listener_version(dump) == version
+            after = await asyncio.to_thread(stat, admin, "listener_manager.listener_modified")
+            assert after == modified, "a filter config or secret change must not update a listener"
+
+            # The control: a listener change is counted by the same stat.
+            renamed = Snapshot.build(
+                [r for t in third.types for r in third.of_type(t).values() if t != LISTENER]
+                + [listener(port, stat_prefix="l1-renamed")]
+            ).check()
+            ads.cache.set_snapshot(DEFAULT_GROUP, renamed)
+            await eventually(lambda: runs(renamed), "the changed listener ACKed")
+            await eventually(
+                lambda: stat(admin, "listener_manager.listener_modified") == modified + 1,
+                "the listener update counted",
             )
 
-        await eventually(lambda: runs(first), "every type ACKed, ECDS and SDS included")
-
-        def answers(header: str, token: str) -> bool:
-            try:
-                headers, body = get(port)
-            except OSError:
-                return False
-            return headers.get("x-ecds") == header and body["headers"].get("x-token") == token
-
-        await eventually(lambda: answers("v1", FIRST_SECRET), "the first configs in force")
-        modified = await asyncio.to_thread(stat, admin, "listener_manager.listener_modified")
-        version = listener_version(await asyncio.to_thread(config_dump, admin))
-
-        # Only the filter config changes: only ECDS is new, and Envoy applies it in place.
-        second = snapshot(port, upstream, "v2", FIRST_SECRET)
-        changed = {t for t in second.types if second.type_version(t) != first.type_version(t)}
-        assert changed == {EXTENSION_CONFIG}
-        ads.cache.set_snapshot(DEFAULT_GROUP, second)
-        await eventually(lambda: answers("v2", FIRST_SECRET), "the new filter config in force")
-
-        # Only the secret changes: only SDS is new, and the upstream sees the new value.
-        third = snapshot(port, upstream, "v2", SECOND_SECRET)
-        changed = {t for t in third.types if third.type_version(t) != second.type_version(t)}
-        assert changed == {SECRET}
-        ads.cache.set_snapshot(DEFAULT_GROUP, third)
-        await eventually(lambda: answers("v2", SECOND_SECRET), "the rotated secret in force")
-        await eventually(lambda: runs(third), "every type ACKed")
-
-        assert third.type_version(LISTENER) == first.type_version(LISTENER)
-        dump = await asyncio.to_thread(config_dump, admin)
-        assert listener_version(dump) == version
-        after = await asyncio.to_thread(stat, admin, "listener_manager.listener_modified")
-        assert after == modified, "a filter config or secret change must not update a listener"
-
-        # The control: a listener change is counted by the same stat.
-        renamed = Snapshot.build(
-            [r for t in third.types for r in third.of_type(t).values() if t != LISTENER]
-            + [listener(port, stat_prefix="l1-renamed")]
-        ).check()
-        ads.cache.set_snapshot(DEFAULT_GROUP, renamed)
-        await eventually(lambda: runs(renamed), "the changed listener ACKed")
-        await eventually(
-            lambda: stat(admin, "listener_manager.listener_modified") == modified + 1,
-            "the listener update counted",
-        )
-
-        # Envoy shows the secret, redacted; the value is nowhere in the dump.
-        text = json.dumps(dump)
-        secrets = section(dump, "SecretsConfigDump")["dynamic_active_secrets"]
-        assert [s["name"] for s in secrets] == [SECRET_NAME]
-        assert secrets[0]["secret"]["generic_secret"]["secret"]["inline_string"] == "[redacted]"
-        ecds = section(dump, "EcdsConfigDump")["ecds_filters"]
-        assert {e["ecds_filter"]["name"] for e in ecds} == {HEADERS_FILTER, INJECT_FILTER}
-        for value in (FIRST_SECRET, SECOND_SECRET):
-            assert value not in text
-            assert value not in log_path.read_text(errors="replace")
-            assert value not in json.dumps(ads.registry.as_dict())
-            assert not [line for line in captured.lines if value in line]
+            # Envoy shows the secret, redacted; the value is nowhere in the dump.
+            text = json.dumps(dump)
+            secrets = section(dump, "SecretsConfigDump")["dynamic_active_secrets"]
+            assert [s["name"] for s in secrets] == [SECRET_NAME]
+            assert secrets[0]["secret"]["generic_secret"]["secret"]["inline_string"] == "[redacted]"
+            ecds = section(dump, "EcdsConfigDump")["ecds_filters"]
+            assert {e["ecds_filter"]["name"] for e in ecds} == {HEADERS_FILTER, INJECT_FILTER}
+            for value in (FIRST_SECRET, SECOND_SECRET):
+                assert value not in text
+                assert value not in log_path.read_text(errors="replace")
+                assert value not in json.dumps(ads.registry.as_dict())
+                assert not [line for line in captured.lines if value in line]
     finally:
         logging.getLogger("meshgate").removeHandler(captured)
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-        log.close()

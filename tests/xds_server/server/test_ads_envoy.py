@@ -8,6 +8,7 @@ text recorded, while Envoy keeps serving the previous one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import urllib.request
@@ -85,6 +86,44 @@ async def eventually(cond: Callable[[], bool], what: str, timeout: float = 10.0)
         await asyncio.sleep(0.05)
 
 
+@contextlib.asynccontextmanager
+async def envoy_on(ads_port: int, api_type: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A real Envoy on the ADS server at ``ads_port``, logging to ``tmp_path/envoy.log``;
+    yields its admin address once it has one, and stops it on exit."""
+    config = tmp_path / "bootstrap.json"
+    config.write_text(json.dumps(bootstrap(ads_port, api_type)))
+    admin_path = tmp_path / "admin.txt"
+    log = (tmp_path / "envoy.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        find_envoy(),
+        "-c",
+        str(config),
+        "--use-dynamic-base-id",
+        "--base-id-path",
+        str(tmp_path / "base-id"),
+        "--admin-address-path",
+        str(admin_path),
+        "--disable-hot-restart",
+        "-l",
+        "info",
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        await eventually(
+            lambda: admin_path.exists() and admin_path.read_text().strip() != "", "admin"
+        )
+        yield admin_path.read_text().strip()
+    finally:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        log.close()
+
+
 def config_dump(admin: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://{admin}/config_dump", timeout=2) as resp:
         data: dict[str, Any] = json.load(resp)
@@ -127,30 +166,7 @@ async def test_envoy_acks_config_and_nacks_invalid_route(
 
     ads.registry.add_listener(record)
     ads.cache.set_snapshot(DEFAULT_GROUP, GOOD)
-    config = tmp_path / "bootstrap.json"
-    config.write_text(json.dumps(bootstrap(ads.port, api_type)))
-    admin_path = tmp_path / "admin.txt"
-    log = (tmp_path / "envoy.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        find_envoy(),
-        "-c",
-        str(config),
-        "--use-dynamic-base-id",
-        "--base-id-path",
-        str(tmp_path / "base-id"),
-        "--admin-address-path",
-        str(admin_path),
-        "--disable-hot-restart",
-        "-l",
-        "info",
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        await eventually(
-            lambda: admin_path.exists() and admin_path.read_text().strip() != "", "admin"
-        )
-        admin = admin_path.read_text().strip()
+    async with envoy_on(ads.port, api_type, tmp_path) as admin:
 
         def status() -> dict[str, Any]:
             streams = [s for s in ads.registry.streams.values() if s.node_id == NODE]
@@ -207,11 +223,3 @@ async def test_envoy_acks_config_and_nacks_invalid_route(
         assert sends[0] == "sent:Cluster" and sends[-1] == "sent:Cluster", events
         assert sends.index("sent:RouteConfiguration") > sends.index("sent:ClusterLoadAssignment")
         print(f"{api_type} transition events: {events}")
-    finally:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-        log.close()

@@ -15,37 +15,15 @@ from meshgate.files import signature
 from xds_server.worker.job import Compiled, CompileJob, Rejected, Unchanged, run_job
 from xds_server.worker.secret_files import NO_SECRET_FILES, SecretFileReads, read_again
 
-OLD, NEW = "hmac-0ld-value-4c1f9e2a7b", "hmac-n3w-value-9d3e8f1a2c"
+from .login_config import CONFIG, write_config
 
-CONFIG = """\
-services:
-  - name: app
-    endpoints: [{address: 127.0.0.1, port: 9000}]
-listeners:
-  - name: public
-    port: 8080
-    virtual_hosts:
-      - name: default
-        routes:
-          - match: {prefix: /}
-            service: app
-logins:
-  - name: google
-    provider: google
-    client_id: my-client
-    client_secret: {env: MG_TEST_CLIENT_SECRET}
-    hmac_secret: {file: keys/hmac.key}
-"""
+OLD, NEW = "hmac-0ld-value-4c1f9e2a7b", "hmac-n3w-value-9d3e8f1a2c"
 
 
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MG_TEST_CLIENT_SECRET", "client-value")
-    (tmp_path / "keys").mkdir()
-    (tmp_path / "keys" / "hmac.key").write_text(OLD + "\n")
-    path = tmp_path / "gateway.yaml"
-    path.write_text(CONFIG)
-    return path
+    return write_config(tmp_path, hmac_key=OLD)
 
 
 def test_secret_files_read_are_watched_and_remembered(config: Path) -> None:
@@ -102,8 +80,7 @@ def test_a_missing_secret_file_is_watched_and_its_arrival_compiles(config: Path)
 
 
 def test_a_compile_that_reads_no_secret_file_remembers_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "gateway.yaml"
-    path.write_text(CONFIG.split("logins:")[0])
+    path = write_config(tmp_path, CONFIG.split("logins:")[0])
     outcome = run_job(CompileJob(str(path)))
     assert isinstance(outcome, Compiled) and outcome.secret_files == NO_SECRET_FILES
 

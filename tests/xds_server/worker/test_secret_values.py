@@ -24,34 +24,9 @@ from xds_server.worker.secret_values import (
     read_secrets,
 )
 
+from .login_config import CONFIG, write_config
+
 VALUE = "Sup3r-s3cret-client-value"
-
-CONFIG = """\
-services:
-  - name: app
-    endpoints: [{address: 127.0.0.1, port: 9000}]
-listeners:
-  - name: public
-    port: 8080
-    virtual_hosts:
-      - name: default
-        routes:
-          - match: {prefix: /}
-            service: app
-logins:
-  - name: google
-    provider: google
-    client_id: my-client
-    client_secret: {env: MG_TEST_CLIENT_SECRET}
-    hmac_secret:
-      file: keys/hmac.key
-"""
-
-
-def write_config(tmp_path: Path, text: str = CONFIG) -> Path:
-    path = tmp_path / "gateway.yaml"
-    path.write_text(text)
-    return path
 
 
 def load(path: Path) -> GatewayConfig:
@@ -65,9 +40,7 @@ def problems(path: Path, environ: dict[str, str]) -> list[str]:
 
 
 def test_env_and_relative_file_are_read_by_key(tmp_path: Path) -> None:
-    path = write_config(tmp_path)
-    (tmp_path / "keys").mkdir()
-    (tmp_path / "keys" / "hmac.key").write_text("hmac-key-value\n")
+    path = write_config(tmp_path, hmac_key="hmac-key-value")
     values = read_secrets(load(path), str(path), None, {"MG_TEST_CLIENT_SECRET": VALUE})
     assert values == {"env:MG_TEST_CLIENT_SECRET": VALUE, "file:keys/hmac.key": "hmac-key-value"}
 
@@ -159,9 +132,7 @@ def test_only_fields_that_can_hold_a_secret_are_walked() -> None:
 def test_the_compile_job_rejects_a_config_whose_secret_is_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = write_config(tmp_path)
-    (tmp_path / "keys").mkdir()
-    (tmp_path / "keys" / "hmac.key").write_text("hmac-key-value\n")
+    path = write_config(tmp_path, hmac_key="hmac-key-value")
     monkeypatch.delenv("MG_TEST_CLIENT_SECRET", raising=False)
     outcome = run_job(CompileJob(str(path)))
     assert isinstance(outcome, Rejected)

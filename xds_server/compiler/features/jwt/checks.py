@@ -39,6 +39,7 @@ from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 from meshgate.config.identity import Issuer
 from xds_server.compiler.cel import Cel, Expr
 from xds_server.compiler.identity_names import JWT_FILTER, header_key, payload_key
+from xds_server.compiler.policy_matchers import claim_principal
 
 #: Stat prefix of the checks (``http.<listener>.rbac.token_check.denied``, and
 #: ``...token_check.shadow_denied`` on shadow routes), apart from the policy's RBAC filters.
@@ -121,20 +122,6 @@ def _header_member(issuer: Issuer, member: str, exact: str | None = None) -> rba
     )
 
 
-def _claim(issuer: Issuer, claim: str, value: value_pb2.ValueMatcher) -> rbac_pb2.Principal:
-    """A claim (nested with '.') of ``issuer``'s verified token."""
-    path = [payload_key(issuer.name), *claim.split(".")]
-    return rbac_pb2.Principal(
-        sourced_metadata=rbac_pb2.SourcedMetadata(
-            metadata_matcher=metadata_pb2.MetadataMatcher(
-                filter=JWT_FILTER,
-                path=[metadata_pb2.MetadataMatcher.PathSegment(key=key) for key in path],
-                value=value,
-            )
-        )
-    )
-
-
 def _regex(regex: str) -> string_pb2.StringMatcher:
     return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=regex))
 
@@ -177,12 +164,12 @@ def _unsendable_claims(issuer: Issuer) -> rbac_pb2.Principal:
     if issuer.identity.tenant is not None:
         identity.append(issuer.identity.tenant)
     sent = [*identity, *(c for c in issuer.claim_headers.values() if c not in identity)]
-    ids = [_claim(issuer, claim, bad_text) for claim in sent]
+    ids = [claim_principal(issuer, claim, bad_text) for claim in sent]
     ids += [
         _all(
             [
-                _claim(issuer, claim, value_pb2.ValueMatcher(present_match=True)),
-                rbac_pb2.Principal(not_id=_claim(issuer, claim, any_text)),
+                claim_principal(issuer, claim, value_pb2.ValueMatcher(present_match=True)),
+                rbac_pb2.Principal(not_id=claim_principal(issuer, claim, any_text)),
             ]
         )
         for claim in identity

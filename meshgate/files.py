@@ -68,7 +68,9 @@ def _refuse(path: str, message: str, line: int | None = None, col: int | None = 
     raise ConfigError([Problem(path, "", message, line, col)])
 
 
-def _os_problem(path: str, exc: OSError, doing: str) -> str:
+def os_problem(exc: OSError, doing: str) -> str:
+    """Why a file could not be opened or read, worded for the operator (config files,
+    secret files); never the file's content."""
     if exc.errno == errno.ENOENT:
         return "file not found"
     if exc.errno in (errno.EACCES, errno.EPERM):
@@ -126,7 +128,7 @@ def read_config_text(path: str | Path, max_bytes: int = DEFAULT_MAX_CONFIG_BYTES
         _check_regular(name, os.stat(path), max_bytes)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
-        _refuse(name, _os_problem(name, exc, "open"))
+        _refuse(name, os_problem(exc, "open"))
     except ValueError:  # an embedded NUL byte in the path
         _refuse(name, "the path contains a NUL byte")
     try:
@@ -148,7 +150,7 @@ def read_config_text(path: str | Path, max_bytes: int = DEFAULT_MAX_CONFIG_BYTES
                 f"{max_bytes} bytes (raise it with --max-config-bytes)",
             )
     except OSError as exc:
-        _refuse(name, _os_problem(name, exc, "read"))
+        _refuse(name, os_problem(exc, "read"))
     finally:
         os.close(fd)
     return _decode(name, b"".join(chunks))

@@ -119,7 +119,7 @@ def test_missing_secrets_reject_the_edit_and_values_never_show(
     )
     [error] = edit(missing, "logins[0].hmac_secret.file")
     assert error["message"] == (
-        f"secret file '{config_file.parent / 'secrets' / 'nope.key'}': not found"
+        f"secret file '{config_file.parent / 'secrets' / 'nope.key'}': file not found"
     )
     assert client.upstream("/") == "beta"
 

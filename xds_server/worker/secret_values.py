@@ -20,7 +20,6 @@ what is wrong with it.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import types
@@ -34,7 +33,7 @@ from pydantic import BaseModel
 
 from meshgate.config import GatewayConfig
 from meshgate.config.identity import SecretRef
-from meshgate.files import file_kind
+from meshgate.files import file_kind, os_problem
 from meshgate.loader import LoadedConfig
 from meshgate.problems import ConfigError
 from meshgate.redact import show
@@ -193,7 +192,7 @@ def read_file_secret(path: Path, max_bytes: int = MAX_SECRET_BYTES) -> str:
         _check(where, os.stat(path), max_bytes)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
-        raise SecretReadError(f"{where}: {_os_reason(exc)}") from None
+        raise SecretReadError(f"{where}: {os_problem(exc, 'read')}") from None
     except ValueError:  # an embedded NUL byte
         raise SecretReadError(f"{where}: the path contains a NUL byte") from None
     try:
@@ -208,7 +207,7 @@ def read_file_secret(path: Path, max_bytes: int = MAX_SECRET_BYTES) -> str:
             size += len(chunk)
         data = b"".join(chunks)
     except OSError as exc:
-        raise SecretReadError(f"{where}: {_os_reason(exc)}") from None
+        raise SecretReadError(f"{where}: {os_problem(exc, 'read')}") from None
     finally:
         os.close(fd)
     if len(data) > max_bytes:
@@ -235,18 +234,6 @@ def _check(where: str, st: os.stat_result, max_bytes: int) -> None:
         raise SecretReadError(
             f"{where} is {st.st_size} bytes, more than the limit of {max_bytes} bytes for a secret"
         )
-
-
-def _os_reason(exc: OSError) -> str:
-    if exc.errno == errno.ENOENT:
-        return "not found"
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied (the control plane's user must be able to read it)"
-    if exc.errno == errno.ELOOP:
-        return "too many levels of symbolic links (a symlink loop?)"
-    if exc.errno == errno.ENOTDIR:
-        return "a part of the path is not a directory"
-    return f"cannot be read: {exc.strerror or 'error ' + str(exc.errno)}"
 
 
 __all__ = [

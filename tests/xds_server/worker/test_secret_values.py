@@ -51,7 +51,7 @@ def test_missing_secrets_are_located_problems_without_values(tmp_path: Path) -> 
         f"{path}:16:21: logins[0].client_secret.env: environment variable MG_TEST_CLIENT_SECRET "
         "is not set (the control plane reads the secret from its own environment)",
         f"{path}:18:7: logins[0].hmac_secret.file: secret file '{tmp_path}/keys/hmac.key': "
-        "not found",
+        "file not found",
     ]
     assert problems(path, {"MG_TEST_CLIENT_SECRET": ""})[0].endswith(
         "environment variable MG_TEST_CLIENT_SECRET is empty"

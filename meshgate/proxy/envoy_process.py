@@ -186,10 +186,46 @@ class EnvoyProcess:
         self._dir.remove()
 
 
+#: Ports this process has handed out: never handed out twice, even once released.
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_start() -> int:
+    """The first port of the kernel's ephemeral range (where port-0 binds and outgoing
+    connections take their ports)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, for a socket someone else binds later (Envoy's admin, a
+    listener in a test config).
+
+    Chosen below the kernel's ephemeral range and never twice per process: a port from a
+    port-0 bind is released at once, so the kernel could give it to the next port-0 bind or to
+    an outgoing connection before its owner binds it (seen as an Envoy admin page answering on
+    a test listener's port).
+    """
+    import random
     import socket
 
+    low, high = 10000, _ephemeral_start() - 1
+    for _ in range(100 if high - low > 1000 else 0):
+        port = random.randint(low, high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+        found: int = s.getsockname()[1]
+        _HANDED_OUT.add(found)
+        return found

@@ -42,41 +42,45 @@ async def test_keys_reach_the_published_snapshot_while_rejected_and_never_go_bac
     with_k2 = compiled_version(path, keys(K1, K2))
     plane = ControlPlane(Settings(str(path), validator="none"))
 
-    async def new_keys(fetched: dict[str, IssuerKeys]) -> None:
-        plane._on_event(KeysChanged("jwks", fetched))  # as the JWKS manager reports them
-        await plane.compiler.run_pending()
+    try:
 
-    await plane.check_config()
-    await new_keys(keys(K1))
-    assert plane.publisher.state.version == compiled_version(path, keys(K1))
-    good_digest = plane.publisher.state.config_digest
+        async def new_keys(fetched: dict[str, IssuerKeys]) -> None:
+            plane._on_event(KeysChanged("jwks", fetched))  # as the JWKS manager reports them
+            await plane.compiler.run_pending()
 
-    path.write_text("listeners: [\n")  # a broken edit
-    await plane.check_config()
-    assert plane.status()["config"]["errors"]
-    await new_keys(keys(K1, K2))
-    # the published snapshot is what compiling the last good config with K1+K2 gives
-    assert plane.publisher.state.version == with_k2
-    assert plane.status()["jwks"]["pending"] is False
-    assert plane.status()["config"]["errors"]  # the rejection stands
-    assert plane.publisher.state.config_digest == good_digest
+        await plane.check_config()
+        await new_keys(keys(K1))
+        assert plane.publisher.state.version == compiled_version(path, keys(K1))
+        good_digest = plane.publisher.state.config_digest
 
-    # an outcome of an older input (older keys) arriving late changes nothing
-    stale = plane.state.current()
-    assert stale is not None
-    older = CompileInput(stale.generation - 1, stale.config, jwks=keys(K1))
-    await plane._on_outcome(older, Rejected("x", ()))
-    assert plane.publisher.state.version == with_k2
+        path.write_text("listeners: [\n")  # a broken edit
+        await plane.check_config()
+        assert plane.status()["config"]["errors"]
+        await new_keys(keys(K1, K2))
+        # the published snapshot is what compiling the last good config with K1+K2 gives
+        assert plane.publisher.state.version == with_k2
+        assert plane.status()["jwks"]["pending"] is False
+        assert plane.status()["config"]["errors"]  # the rejection stands
+        assert plane.publisher.state.config_digest == good_digest
 
-    # the keys dropped (past max_stale) while still rejected: the key no token matches
-    await new_keys({})
-    path.write_text(yaml.safe_dump(CONFIG))
-    no_keys = compiled_version(path, {})
-    path.write_text("listeners: [\n")
-    assert plane.publisher.state.version == no_keys
+        # an outcome of an older input (older keys) arriving late changes nothing
+        stale = plane.state.current()
+        assert stale is not None
+        older = CompileInput(stale.generation - 1, stale.config, jwks=keys(K1))
+        await plane._on_outcome(older, Rejected("x", ()))
+        assert plane.publisher.state.version == with_k2
 
-    # the fix compiles the newest keys into the same snapshot: nothing older comes back
-    path.write_text(yaml.safe_dump(CONFIG))
-    await plane.check_config()
-    assert plane.status()["config"]["errors"] == []
-    assert plane.publisher.state.version == no_keys
+        # the keys dropped (past max_stale) while still rejected: the key no token matches
+        await new_keys({})
+        path.write_text(yaml.safe_dump(CONFIG))
+        no_keys = compiled_version(path, {})
+        path.write_text("listeners: [\n")
+        assert plane.publisher.state.version == no_keys
+
+        # the fix compiles the newest keys into the same snapshot: nothing older comes back
+        path.write_text(yaml.safe_dump(CONFIG))
+        await plane.check_config()
+        assert plane.status()["config"]["errors"] == []
+        assert plane.publisher.state.version == no_keys
+    finally:
+        await plane.compiler.stop()  # no worker or fork server outlives the test

@@ -7,6 +7,7 @@ all three run the control plane one way.
 
 from __future__ import annotations
 
+import http.client
 import sys
 import urllib.error
 import urllib.request
@@ -16,12 +17,18 @@ from pathlib import Path
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    """(status, body); HTTP errors are answers too, connection errors raise OSError."""
+    """(status, body); HTTP errors are answers too. Connection errors raise OSError, and so
+    does an answer cut short (a server killed mid-reply), so callers need catch one type."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return int(resp.status), resp.read()
     except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
+        try:
+            return int(exc.code), exc.read()
+        except http.client.HTTPException as cut:
+            raise ConnectionError(f"{url}: answer cut short ({cut!r})") from cut
+    except http.client.HTTPException as exc:
+        raise ConnectionError(f"{url}: answer cut short ({exc!r})") from exc
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import os
 import shutil
 import subprocess
@@ -144,10 +145,10 @@ class EnvoyProcess:
                 raise RuntimeError(
                     f"envoy exited with code {self.proc.returncode if self.proc else '?'}"
                 )
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, http.client.HTTPException):
                 self.admin_get("/ready")
                 return
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, http.client.HTTPException):
                 # /ready answers 503 while initialising; any HTTP answer means it is alive
                 urllib.request.urlopen(self.admin_url + "/server_info", timeout=1).close()
                 return
@@ -162,7 +163,7 @@ class EnvoyProcess:
         req = urllib.request.Request(self.admin_url + path, method="POST")
         try:
             urllib.request.urlopen(req, timeout=timeout).close()
-        except OSError:
+        except (OSError, http.client.HTTPException):
             return False
         return True
 

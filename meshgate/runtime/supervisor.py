@@ -42,6 +42,15 @@ from meshgate.runtime.restart_policy import (
 log = logging.getLogger("meshgate.supervisor")
 
 
+def _says_yes(question: Callable[[], bool]) -> bool:
+    """A readiness or liveness answer; a probe that raises is a "no", never the supervisor's
+    end (a child killed mid-answer leaves a half-read HTTP reply, which is not an OSError)."""
+    try:
+        return bool(question())
+    except Exception:
+        return False
+
+
 class Child:
     """One kind of child: how to start it, when it is ready, how to ask it to stop."""
 
@@ -191,7 +200,7 @@ class Supervisor:
                         f"{child.service.name} exited while starting ({describe_exit(code)})",
                         self._tail(child),
                     )
-                if child.service.ready():
+                if _says_yes(child.service.ready):
                     child.ready = True
                     break
                 if self._clock() >= deadline:
@@ -266,7 +275,7 @@ class Supervisor:
             return
         code = proc.poll()
         if code is None:
-            if not child.ready and child.history.restarts and svc.ready():
+            if not child.ready and child.history.restarts and _says_yes(svc.ready):
                 child.ready = True
                 log.info(
                     f"{svc.name} is ready again after {now - child.started_at:.1f} s",
@@ -288,11 +297,7 @@ class Supervisor:
         """One liveness probe; a child that keeps failing them is killed (and so restarted)."""
         svc = child.service
         child.probe_at = now + svc.live_interval
-        try:
-            live = svc.live()
-        except Exception:  # a probe that fails is a "no", never the supervisor's end
-            live = False
-        if live:
+        if _says_yes(svc.live):
             child.dead_probes = 0
             return
         child.dead_probes += 1

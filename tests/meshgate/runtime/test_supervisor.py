@@ -3,6 +3,7 @@ giving up, stop order, and prompt stops."""
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import signal
@@ -242,5 +243,38 @@ def test_a_hung_child_fails_its_liveness_checks_and_is_restarted(
             "that it is restarted"
         ) in messages
         assert any(m.startswith("hangs exited (signal 9); restarting") for m in messages)
+    finally:
+        d.finish()
+
+
+class Stammering(Program):
+    """A readiness probe that raises the way a half-read HTTP answer does (a child killed
+    mid-reply): ``http.client.IncompleteRead`` is not an OSError. The first answers raise,
+    then it answers yes."""
+
+    def __init__(self, *args: str, raises: int) -> None:
+        super().__init__("stammers", SLEEPER, *args)
+        self.raises = raises
+
+    def ready(self) -> bool:
+        if self.raises > 0:
+            self.raises -= 1
+            raise http.client.IncompleteRead(b"", 63)
+        return super().ready()
+
+
+def test_a_readiness_probe_that_raises_is_a_no_not_the_supervisors_end(tmp_path: Path) -> None:
+    notes = str(tmp_path / "notes")
+    child = Stammering("stammers", notes, raises=3)
+    d = Driven([child], FAST, tmp_path)
+    try:
+        wait_until(d.started, 10, "started despite probes that raised")
+        first = d.pid("stammers")
+        assert first
+        child.raises = 3  # the same again after a restart, in the monitoring loop
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: (p := d.pid("stammers")) != first and p, 10, "restarted")
+        wait_until(d.started, 10, "ready again despite probes that raised")
+        assert d.error is None and d.thread.is_alive()
     finally:
         d.finish()

@@ -8,7 +8,6 @@ non-loopback xDS address without mutual TLS) are in one place.
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from meshgate.runtime.settings import (
     add_common_arguments,
     add_config_limit_arguments,
     common_from_args,
+    default_state_dir,
     is_loopback,
     split_address,
 )
@@ -28,12 +28,6 @@ from meshgate.yaml_bounds import DEFAULT_LIMITS
 
 DEFAULT_XDS_ADDRESS = "127.0.0.1:18000"
 DEFAULT_ADMIN_ADDRESS = "127.0.0.1:18001"
-
-
-def default_state_dir() -> Path:
-    """``$XDG_STATE_HOME/meshgate``, by default ``~/.local/state/meshgate``."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "meshgate"
 
 
 @dataclass

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from xds_server.snapshot.snapshot import Snapshot
 
 from meshgate import __version__
+from meshgate.cli.keys import add_keys_parser
 from meshgate.cli.status_jwks import format_jwks, keys_missing
 from meshgate.cli.up import fetch_status, run_up
 from meshgate.cli.up_options import add_up_arguments, up_options
@@ -308,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the control plane's JSON (default: a text summary)",
     )
     st.set_defaults(func=_cmd_status)
+    add_keys_parser(command)
     return p
 
 

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from meshgate.config_files import DEFAULT_MAX_CONFIG_FILES
 from meshgate.files import DEFAULT_MAX_CONFIG_BYTES
 from meshgate.yaml_bounds import DEFAULT_LIMITS, YamlLimits
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/meshgate``, by default ``~/.local/state/meshgate``: where every
+    service keeps what must survive a restart (JWKS cache, the API key database)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "meshgate"
+
 
 LogFormat = Literal["json", "text"]
 

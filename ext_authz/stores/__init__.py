@@ -1,0 +1,1 @@
+"""Where API key records live: SQLite (the embedded default) or Redis (for replicas)."""

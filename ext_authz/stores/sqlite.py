@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ext_authz.keys.record import KeyRecord
 from ext_authz.stores.base import KeyStoreError, UnknownKey
+from meshgate.files import os_problem
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -82,7 +83,10 @@ class SqliteKeyStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
+        except OSError as exc:
+            why = "it is a directory" if path.is_dir() else os_problem(exc, "create")
+            raise KeyStoreError(f"key store {path}: cannot open it: {why}") from None
+        except sqlite3.Error as exc:
             raise KeyStoreError(f"key store {path}: cannot open it: {exc}") from None
 
     def __repr__(self) -> str:

@@ -79,4 +79,15 @@ def test_a_key_given_where_an_id_belongs_is_refused_without_echo(tmp_path: Path)
 def test_an_unusable_store_is_named(tmp_path: Path) -> None:
     (tmp_path / "dir.db").mkdir()
     r = keys(tmp_path, "--store", str(tmp_path / "dir.db"), "list")
-    assert r.returncode == 1 and f"key store {tmp_path / 'dir.db'}: cannot open it" in r.stderr
+    assert r.returncode == 1
+    assert f"key store {tmp_path / 'dir.db'}: cannot open it: it is a directory" in r.stderr
+
+
+def test_a_file_that_is_not_a_key_database_is_named_and_left_alone(tmp_path: Path) -> None:
+    other = tmp_path / "notes.db"
+    text = "not a database\n" * 400
+    other.write_text(text)
+    r = keys(tmp_path, "--store", str(other), "list")
+    assert r.returncode == 1
+    assert f"key store {other}: cannot open it: file is not a database" in r.stderr
+    assert other.read_text() == text

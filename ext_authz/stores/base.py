@@ -35,7 +35,8 @@ class KeyStore(Protocol):
 
     def rotated(self, old_id: str, new: KeyRecord, old_expires_at: float) -> KeyRecord:
         """Add ``new`` and cut the old key's life to ``old_expires_at`` (the grace period)
-        in one transaction; returns the updated old record. UnknownKey."""
+        in one transaction; returns the updated old record. UnknownKey; KeyStoreError for a
+        key already rotated, so that of two concurrent rotations exactly one succeeds."""
 
     def touch(self, last_used: dict[str, float]) -> None:
         """Record last use of many keys at once (batched off the request path)."""

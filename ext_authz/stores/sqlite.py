@@ -150,6 +150,11 @@ class SqliteKeyStore:
                 old = self.get(old_id)
                 if old is None:
                     raise UnknownKey(old_id)
+                if old.replaced_by is not None:  # of two concurrent rotations, one wins
+                    by = old.replaced_by
+                    raise KeyStoreError(
+                        f"key {old_id} was already rotated (replaced by {by}); rotate {by} instead"
+                    )
                 expires = (
                     old_expires_at
                     if old.expires_at is None

@@ -128,3 +128,13 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(KeyInputError, match="a positive whole number and a unit"):
         parse_duration(text, "--expires")
+
+
+def test_a_key_rotates_once_then_its_successor_does(book: KeyBook) -> None:
+    old = book.create("ci", "acme", ())
+    new, _ = book.rotate(old.record.key_id)
+    with pytest.raises(KeyStoreError, match=f"rotate {new.record.key_id} instead"):
+        book.rotate(old.record.key_id)
+    assert book.store.get(old.record.key_id).replaced_by == new.record.key_id  # type: ignore[union-attr]
+    third, _ = book.rotate(new.record.key_id)
+    assert len(book.list()) == 3 and third.record.key_id not in (old.record.key_id,)

@@ -87,11 +87,23 @@ class _Refuse(Exception):
         self.status = status
 
 
+#: Called after each decision with the decision and the seconds it took (for metrics); it
+#: runs on the request path, so it must be quick and must not raise.
+DecisionHook = Callable[[Decision, float], None]
+
+
 class AuthzProtocol(asyncio.Protocol):
     """One client connection (normally one of Envoy's pooled connections)."""
 
-    def __init__(self, keyring: Keyring, clock: Callable[[], float], max_head_bytes: int) -> None:
+    def __init__(
+        self,
+        keyring: Keyring,
+        clock: Callable[[], float],
+        max_head_bytes: int,
+        on_decision: DecisionHook | None = None,
+    ) -> None:
         self._keyring, self._clock, self._max_head = keyring, clock, max_head_bytes
+        self._on_decision = on_decision
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._done: list[_Request] = []
@@ -197,12 +209,15 @@ class AuthzProtocol(asyncio.Protocol):
             if not self._open():
                 return False
             assert self._transport is not None
+            started = time.perf_counter()
             try:
                 decision = decide_request(request.headers, self._keyring, self._clock())
             except Exception as exc:  # a bug must cost one connection, not the service
                 log.error("ext_authz: decision failed: %s", type(exc).__name__)
                 self._close_with(_plain(500))
                 return False
+            if self._on_decision is not None:
+                self._on_decision(decision, time.perf_counter() - started)
             self._log(decision, request.headers.get(POLICY_HEADER, ""))
             close = not request.keep_alive
             answer = response_bytes(decision.status, decision.headers, decision.body, close)
@@ -249,10 +264,12 @@ async def serve(
     *,
     clock: Callable[[], float] = time.time,
     max_head_bytes: int = MAX_HEAD_BYTES,
+    on_decision: DecisionHook | None = None,
 ) -> asyncio.Server:
     """Start serving HTTP ext_authz checks on ``host``:``port`` (0: any free port) from
-    ``keyring``; the caller closes the returned server."""
+    ``keyring``; the caller closes the returned server. ``on_decision`` sees every decision
+    and how long it took (metrics)."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: AuthzProtocol(keyring, clock, max_head_bytes), host, port
+        lambda: AuthzProtocol(keyring, clock, max_head_bytes, on_decision), host, port
     )

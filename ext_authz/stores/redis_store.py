@@ -233,6 +233,22 @@ class RedisKeyStore:
             why = self._scrub(str(exc) or type(exc).__name__)
             raise KeyStoreError(f"key store {self._where}: cannot {doing}: {why}") from None
 
+    def subscribe(self) -> Any:
+        """A ``redis.client.PubSub`` subscribed to :attr:`changes_channel` (one connection of
+        its own); read it with ``get_message``, close it when done. KeyStoreError when Redis
+        cannot be reached."""
+
+        def sub() -> Any:
+            pubsub = self._r.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self.changes_channel)
+            except BaseException:
+                pubsub.close()
+                raise
+            return pubsub
+
+        return self._call("subscribe to changes", sub)
+
     def change_count(self) -> int:
         """How many record changes this store has published, ever (0 for a new store)."""
         value = self._call("read the change count", self._r.get, self._counter)

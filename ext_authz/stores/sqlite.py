@@ -195,5 +195,15 @@ class SqliteKeyStore:
         except sqlite3.Error as exc:
             raise self._fail("record last use", exc) from None
 
+    def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version`` on this connection: it changes whenever another
+        connection (another process) commits to the file, so a poller sees a change made
+        anywhere with one cheap statement and reloads only then."""
+        try:
+            row = self._db.execute("PRAGMA data_version").fetchone()
+        except sqlite3.Error as exc:
+            raise self._fail("read the data version", exc) from None
+        return int(row[0])
+
     def close(self) -> None:
         self._db.close()

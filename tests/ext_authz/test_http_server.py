@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from ext_authz.decide import Decision
 from ext_authz.headers import SCOPES_HEADER
 from ext_authz.http_server import serve
 from ext_authz.keyring import Keyring
@@ -273,3 +274,25 @@ async def test_a_client_that_half_closes_still_gets_its_answers(authz: Authz) ->
     assert [(await read_response(reader))[0] for _ in range(2)] == [200, 401]
     assert await closed(reader)
     writer.close()
+
+
+async def test_the_decision_hook_sees_every_decision_and_its_duration() -> None:
+    seen: list[tuple[Decision, float]] = []
+    ring = keyring_of(GOOD, REVOKED)
+    server = await serve(
+        "127.0.0.1", 0, ring, clock=lambda: NOW, on_decision=lambda d, s: seen.append((d, s))
+    )
+    try:
+        a = Authz(server, ring)
+        await a.ask(request({"x-api-key": GOOD.text}))
+        await a.ask(request({"x-api-key": REVOKED.text}))
+        await a.ask(request({}))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [(d.status, d.reason) for d, _ in seen] == [
+        (200, "ok"),
+        (401, "revoked_key"),
+        (401, "missing_key"),
+    ]
+    assert all(0 <= s < 1 for _, s in seen)

@@ -17,26 +17,19 @@ from ext_authz.keys.format import looks_like_key_id
 from ext_authz.keys.hashing import HashKeyError, load_or_create_hash_key
 from ext_authz.keys.lifecycle import DEFAULT_GRACE, Issued, KeyBook
 from ext_authz.keys.record import KeyInputError, KeyRecord, parse_duration
+from ext_authz.settings import default_hash_key_file, default_store
 from ext_authz.stores.base import KeyStoreError, UnknownKey
-from ext_authz.stores.sqlite import SqliteKeyStore
-from meshgate.runtime.settings import default_state_dir
-
-
-def default_store() -> Path:
-    return default_state_dir() / "ext_authz" / "keys.db"
-
-
-def default_hash_key_file() -> Path:
-    return default_state_dir() / "ext_authz" / "key-hash.key"
+from ext_authz.stores.open import open_store
 
 
 def add_keys_parser(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     k = command("keys", "create, rotate, revoke and list API keys (the key is shown once)")
     k.add_argument(
         "--store",
-        type=Path,
+        metavar="PATH|URL",
         default=None,
-        help=f"the key database (SQLite; default: {default_store()})",
+        help="the key store: a SQLite file, or a redis:// URL shared by replicas "
+        f"(default: {default_store()})",
     )
     k.add_argument(
         "--hash-key-file",
@@ -98,8 +91,8 @@ def _key_id(text: str) -> str:
 
 def run_keys(a: argparse.Namespace) -> int:
     try:
-        hasher = load_or_create_hash_key(a.hash_key_file or default_hash_key_file())
-        store = SqliteKeyStore(a.store or default_store())
+        hasher = load_or_create_hash_key(a.hash_key_file or Path(default_hash_key_file()))
+        store = open_store(a.store or default_store())
     except (HashKeyError, KeyStoreError) as exc:
         print(f"meshgate keys: {exc}", file=sys.stderr)
         return 1

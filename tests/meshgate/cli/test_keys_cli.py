@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ext_authz.keys.format import parse
+from tests.support.redis_server import redis_server
 
 
 def keys(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -91,3 +92,17 @@ def test_a_file_that_is_not_a_key_database_is_named_and_left_alone(tmp_path: Pat
     assert r.returncode == 1
     assert f"key store {other}: cannot open it: file is not a database" in r.stderr
     assert other.read_text() == text
+
+
+@pytest.mark.integration
+def test_keys_in_a_shared_redis_store(tmp_path: Path) -> None:
+    with redis_server(tmp_path / "redis", "--requirepass", "s3cret-pass") as url:
+        shared = url.replace("redis://", "redis://:s3cret-pass@", 1)
+        made = keys(tmp_path, "--store", shared, "create", "--name", "r", "--tenant", "t")
+        assert made.returncode == 0, made.stderr
+        kid = parse(made.stdout.strip()).key_id
+        listed = keys(tmp_path, "--store", shared, "--json", "list")
+        assert [r["key_id"] for r in json.loads(listed.stdout)] == [kid]
+        wrong = keys(tmp_path, "--store", url.replace("redis://", "redis://:nope@", 1), "list")
+        assert wrong.returncode == 1 and "cannot log in" in wrong.stderr
+        assert "nope" not in wrong.stderr and "s3cret-pass" not in made.stderr + listed.stderr

@@ -3,6 +3,8 @@
 The process is a :class:`~meshgate.runtime.service.Service` (health, admin HTTP /healthz
 /readyz /metrics, JSON logs, signals, drain) running :class:`AuthzApp`:
 
+Configure: with ``--admin-token-file``, the key API (:mod:`ext_authz.admin_api`) is mounted
+on the admin HTTP app (a token file that cannot be read fails the start).
 Start: hash key -> store opened -> first full load of the keys (tried once here; when the
 store cannot be read yet, the refresher keeps trying and the service is not ready) -> HTTP
 ext_authz listening on ``--listen`` (only once the keys are loaded: before that every valid
@@ -19,10 +21,12 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ext_authz.admin_api import KeyAdmin, mount_key_api, read_admin_token
 from ext_authz.decide import Decision
 from ext_authz.http_server import serve
 from ext_authz.keyring import Keyring
 from ext_authz.keys.hashing import load_or_create_hash_key
+from ext_authz.keys.lifecycle import KeyBook
 from ext_authz.settings import Settings, parse_args
 from ext_authz.stores.base import KeyStore
 from ext_authz.stores.open import open_store
@@ -79,9 +83,16 @@ class AuthzApp:
         self.sync: KeySync | None = None
         self.server: asyncio.Server | None = None
         self._serving: asyncio.Task[None] | None = None
+        self.key_admin: KeyAdmin | None = None
 
     def configure(self, service: Service) -> None:
         self.service = service  # no gRPC service of its own: Envoy speaks HTTP ext_authz here
+        token_file = self.settings.admin_token_file
+        if token_file is not None:  # read before the admin HTTP listens; a bad file fails start
+            token = read_admin_token(Path(token_file))
+            mount_key_api(service.admin_app, token, lambda: self.key_admin)
+            fields = {"routes": "/v1/keys", "token_file": token_file}
+            log.info("key API mounted on the admin address", extra={"fields": fields})
 
     async def start(self) -> None:
         s = self.settings
@@ -97,6 +108,7 @@ class AuthzApp:
             flush_interval=s.last_use_flush,
             on_store_error=self.metrics.store_errors.inc,
         )
+        self.key_admin = KeyAdmin(KeyBook(self.store, hasher), self.sync, self.keyring)
         log.info("key store", extra={"fields": {"store": s.store_name()}})
         if await self.sync.load():
             await self._serve()  # a port that cannot be bound fails the start

@@ -41,6 +41,9 @@ class Settings(ServiceSettings):
     last_use_flush: float = 5.0
     #: Seconds between SQLite change checks (``PRAGMA data_version``).
     poll_interval: float = 0.25
+    #: A file whose one line is the bearer token of the /v1/keys admin routes; None: the
+    #: routes are not mounted at all. The path may be logged, the token never.
+    admin_token_file: str | None = None
 
     def store_name(self) -> str:
         """The store as logs may name it (a Redis password hidden)."""
@@ -101,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between writes of the keys' last use to the store",
     )
+    p.add_argument(
+        "--admin-token-file",
+        default=None,
+        metavar="FILE",
+        help="a secret file whose one line is the admin token: mounts the key API "
+        "(/v1/keys: list, create, rotate, revoke) on the admin address, every call with "
+        "'Authorization: Bearer <token>'. Without it /v1/keys is not served at all (404); "
+        "/healthz /readyz /metrics stay open either way",
+    )
     return p
 
 
@@ -114,6 +126,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         hash_key_file=a.hash_key_file or default_hash_key_file(),
         resync_interval=a.resync_interval,
         last_use_flush=a.last_use_flush,
+        admin_token_file=a.admin_token_file,
     )
     try:
         settings.check()

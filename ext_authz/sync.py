@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from ext_authz.keyring import Keyring
 from ext_authz.keys.record import KeyRecord
-from ext_authz.stores.base import KeyStore
+from ext_authz.stores.base import KeyStore, KeyStoreError
 
 log = logging.getLogger("meshgate.ext_authz.sync")
 
@@ -119,6 +119,13 @@ class KeySync:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._io, fn, *args)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the store thread the refresher uses (the admin API's writes: a
+        SQLite connection is used by one thread at a time); KeyStoreError once stopping."""
+        if self._stop.is_set():
+            raise KeyStoreError("the service is stopping")
+        return await self._run(fn, *args)
 
     # -- loading -------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ext_authz.keys.format import mint
 from ext_authz.keys.hashing import KeyHasher
 from ext_authz.keys.record import KeyRecord, check_fields
-from ext_authz.stores.base import KeyStore, KeyStoreError, UnknownKey
+from ext_authz.stores.base import KeyConflict, KeyStore, KeyStoreError, UnknownKey
 
 #: how long a rotated key stays valid when no grace period is given
 DEFAULT_GRACE = 24 * 3600.0
@@ -76,7 +76,7 @@ class KeyBook:
             raise UnknownKey(key_id)
         now = self._clock()
         if not old.valid(now):
-            raise KeyStoreError(f"key {key_id} is {old.state(now)}; only an active key rotates")
+            raise KeyConflict(f"key {key_id} is {old.state(now)}; only an active key rotates")
         if ttl is None and old.expires_at is not None:
             ttl = max(old.expires_at - old.created_at, 0.0) or None
         issued = self._mint(old.name, old.tenant, old.scopes, ttl)

@@ -17,6 +17,11 @@ class KeyStoreError(RuntimeError):
     """The store cannot be read or written; the message says which store and why."""
 
 
+class KeyConflict(KeyStoreError):
+    """The store answered, but the change conflicts with the key's state: an id already
+    present, a key already rotated or no longer active. Retrying will not help."""
+
+
 class UnknownKey(LookupError):
     """No key with that id."""
 

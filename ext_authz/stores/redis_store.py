@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from ext_authz.keys.record import KeyRecord
-from ext_authz.stores.base import KeyStoreError, UnknownKey
+from ext_authz.stores.base import KeyConflict, KeyStoreError, UnknownKey
 
 DEFAULT_PREFIX = "meshgate:keys:"
 
@@ -262,7 +262,7 @@ class RedisKeyStore:
             args=[self.changes_channel, record.key_id, *_fields(record)],
         )
         if status == _EXISTS:
-            raise KeyStoreError(f"key store {self._where}: key id {record.key_id} exists")
+            raise KeyConflict(f"key store {self._where}: key id {record.key_id} exists")
 
     def get(self, key_id: str) -> KeyRecord | None:
         h = self._call("read a key", self._r.hgetall, self._rec(key_id))
@@ -314,11 +314,11 @@ class RedisKeyStore:
         if status == _UNKNOWN:
             raise UnknownKey(old_id)
         if status == _EXISTS:
-            raise KeyStoreError(f"key store {self._where}: key id {new.key_id} exists")
+            raise KeyConflict(f"key store {self._where}: key id {new.key_id} exists")
         if status == _ROTATED:
             current = self.get(old_id)
             by = current.replaced_by if current is not None else "?"
-            raise KeyStoreError(
+            raise KeyConflict(
                 f"key {old_id} was already rotated (replaced by {by}); rotate {by} instead"
             )
         record = self.get(old_id)

@@ -15,7 +15,7 @@ import sqlite3
 from pathlib import Path
 
 from ext_authz.keys.record import KeyRecord
-from ext_authz.stores.base import KeyStoreError, UnknownKey
+from ext_authz.stores.base import KeyConflict, KeyStoreError, UnknownKey
 from meshgate.files import os_problem
 
 SCHEMA = """
@@ -101,7 +101,7 @@ class SqliteKeyStore:
                 f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", _row(record)
             )
         except sqlite3.IntegrityError:
-            raise KeyStoreError(f"key store {self.path}: key id {record.key_id} exists") from None
+            raise KeyConflict(f"key store {self.path}: key id {record.key_id} exists") from None
         except sqlite3.Error as exc:
             raise self._fail("add a key", exc) from None
 
@@ -152,7 +152,7 @@ class SqliteKeyStore:
                     raise UnknownKey(old_id)
                 if old.replaced_by is not None:  # of two concurrent rotations, one wins
                     by = old.replaced_by
-                    raise KeyStoreError(
+                    raise KeyConflict(
                         f"key {old_id} was already rotated (replaced by {by}); rotate {by} instead"
                     )
                 expires = (

@@ -93,6 +93,24 @@ class AuthzProcess:
         status, body = self._get(self.port, "/orders", {"x-api-key": key})
         return status, "ok" if status == 200 else json.loads(body)["reason"]
 
+    def admin(
+        self, method: str, path: str, body: object = None, token: str | None = None
+    ) -> tuple[int, dict[str, str], object]:
+        """One call to the admin HTTP side: status, headers (lower-case names), JSON body."""
+        headers = {"content-type": "application/json"} if body is not None else {}
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=10)
+        try:
+            payload = None if body is None else json.dumps(body)
+            conn.request(method, path, body=payload, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+            got = {k.lower(): v for k, v in response.getheaders()}
+            return response.status, got, json.loads(raw) if raw else None
+        finally:
+            conn.close()
+
     def readyz(self) -> tuple[int, dict[str, str]]:
         status, body = self._get(self.admin_port, "/readyz", {})
         return status, json.loads(body)

@@ -30,7 +30,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from ext_authz.keyring import Keyring
-from ext_authz.keys.format import looks_like_key_id
+from ext_authz.keys.format import key_id_argument
 from ext_authz.keys.lifecycle import DEFAULT_GRACE, Issued, KeyBook
 from ext_authz.keys.record import KeyInputError, KeyRecord, parse_duration
 from ext_authz.stores.base import KeyConflict, KeyStoreError, UnknownKey
@@ -160,11 +160,10 @@ class RotateKey(BaseModel):
 
 
 def _key_id(text: str) -> str:
-    if text.startswith("mgk_"):
-        raise KeyInputError("give the key id (from GET /v1/keys), not the key itself")
-    if not looks_like_key_id(text):
-        raise KeyInputError(f"{text!r} is not a key id (12 letters and digits)")
-    return text
+    try:
+        return key_id_argument(text, "GET /v1/keys")
+    except ValueError as exc:
+        raise KeyInputError(str(exc)) from None
 
 
 def _issued(i: Issued) -> dict[str, object]:

@@ -93,6 +93,16 @@ def parse(presented: str) -> ParsedKey:
     return ParsedKey(rest[:ID_LEN], presented)
 
 
+def key_id_argument(text: str, listed_by: str) -> str:
+    """``text`` where a key id is asked for (rotate, revoke), or ValueError saying why; a
+    whole key given by mistake is refused without being echoed."""
+    if text.startswith(PREFIX):
+        raise ValueError(f"give the key id (from {listed_by}), not the key itself")
+    if not looks_like_key_id(text):
+        raise ValueError(f"{text!r} is not a key id (12 letters and digits)")
+    return text
+
+
 def looks_like_key_id(text: str) -> bool:
     """A key id as the CLI and admin API accept it (the public part, never the key)."""
     return len(text) == ID_LEN and set(text) <= _CHARS

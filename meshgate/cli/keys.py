@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ext_authz.keys.format import looks_like_key_id
+from ext_authz.keys.format import key_id_argument
 from ext_authz.keys.hashing import HashKeyError, load_or_create_hash_key
 from ext_authz.keys.lifecycle import DEFAULT_GRACE, Issued, KeyBook
 from ext_authz.keys.record import KeyInputError, KeyRecord, parse_duration
@@ -82,11 +82,10 @@ def _issued(i: Issued, as_json: bool) -> None:
 
 
 def _key_id(text: str) -> str:
-    if text.startswith("mgk_"):
-        raise KeyInputError("give the key id (from `meshgate keys list`), not the key itself")
-    if not looks_like_key_id(text):
-        raise KeyInputError(f"{text!r} is not a key id (12 letters and digits)")
-    return text
+    try:
+        return key_id_argument(text, "`meshgate keys list`")
+    except ValueError as exc:
+        raise KeyInputError(str(exc)) from None
 
 
 def run_keys(a: argparse.Namespace) -> int:

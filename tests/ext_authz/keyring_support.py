@@ -46,3 +46,13 @@ def issue(
 
 def keyring_of(*keys: TestKey) -> Keyring:
     return Keyring(HASHER, [k.record for k in keys])
+
+
+class Clock:
+    """A clock the test moves by hand (``clock.t += 60``), starting in 2027."""
+
+    def __init__(self) -> None:
+        self.t = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.t

@@ -15,14 +15,7 @@ from ext_authz.keys.record import KeyInputError, KeyRecord, parse_duration
 from ext_authz.stores.base import KeyStore, KeyStoreError, UnknownKey
 from ext_authz.stores.redis_store import RedisKeyStore
 from ext_authz.stores.sqlite import SqliteKeyStore
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests.ext_authz.keyring_support import Clock
 
 
 @pytest.fixture

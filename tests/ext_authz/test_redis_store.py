@@ -20,17 +20,10 @@ from ext_authz.keys.record import KeyRecord
 from ext_authz.stores.base import KeyStoreError
 from ext_authz.stores.redis_store import RedisKeyStore, redact
 from meshgate.proxy.envoy_process import free_port
+from tests.ext_authz.keyring_support import Clock
 from tests.support.redis_server import redis_server
 
 pytestmark = [pytest.mark.integration]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture
